@@ -1,0 +1,8 @@
+"""difflab: diffusion generative models in one core.
+
+A forward process is Gaussian and diagonal in an orthonormal basis, u = B(x):
+``u_t = alpha_t * u_0 + sigma_t * eps`` per coefficient. Identity basis with scalar alpha
+is DDPM/VP diffusion; the DCT basis with per-frequency alpha is blurring diffusion.
+"""
+
+__version__ = "0.1.0"
