@@ -186,11 +186,17 @@ def test_attention_block_matches_explicit_softmax_attention():
     randomize_zero_init(block)
     x = torch.randn(2, 8, 3, 5)
     B, C, H, W = x.shape
-    qkv = block.qkv(block.norm(x)).reshape(B, 3, 2, C // 2, H * W)
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, d, HW)
-    weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(C // 2), dim=-1)
-    h = torch.einsum("bhij,bhdj->bhdi", weights, v).reshape(B, C, H, W)
-    torch.testing.assert_close(block(x), x + block.proj(h), atol=1e-5, rtol=1e-5)
+    d = C // 2
+    h = block.norm(x).reshape(B, C, H * W).transpose(1, 2)  # (B, HW, C)
+    q, k, v = block.qkv(h).split(C, dim=-1)  # each (B, HW, C), heads are blocks of d channels
+    out = []
+    for head in range(2):
+        qh, kh, vh = (a[..., head * d : (head + 1) * d] for a in (q, k, v))
+        weights = torch.softmax(qh @ kh.transpose(1, 2) / math.sqrt(d), dim=-1)  # (B, HW, HW)
+        out.append(weights @ vh)
+    h = block.proj(torch.cat(out, dim=-1))  # (B, HW, C)
+    expected = x + h.transpose(1, 2).reshape(B, C, H, W)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
 
 
 # --- class conditioning -----------------------------------------------------------------------

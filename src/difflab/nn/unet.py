@@ -179,18 +179,18 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> (B, C, H, W)."""
         B, C, H, W = x.shape
-        d = C // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, d, H * W)  # (B, 3, heads, d, HW)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(h).reshape(B, H * W, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)  # heads and d back into channels
-        return x + self.proj(h)
+        h = self.proj(h.transpose(1, 2).reshape(B, H * W, C))  # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)
 
 
 class Downsample(nn.Module):
