@@ -83,6 +83,17 @@ def test_unet_output_shape_equals_input_shape(fields, shape):
     assert net(x, t).shape == x.shape
 
 
+def test_unet_256x256_adm_layout():
+    """ADM's 256x256 level layout (six levels, attention at 32, 16, 8) with few channels."""
+    net = small_unet(
+        in_channels=3, base_channels=16, norm_groups=8, head_channels=16, num_res_blocks=1,
+        channel_mult=(1, 1, 2, 2, 4, 4), attention_resolutions=(32, 16, 8), resolution=256,
+    )
+    x, t = inputs((1, 3, 256, 256))
+    assert net(x, t).shape == x.shape
+    assert net.config.downsample_factor == 32
+
+
 def test_unet_out_channels_override():
     net = small_unet(in_channels=3, out_channels=6, channel_mult=(1, 2), attention_resolutions=(), resolution=8)
     x, t = inputs((2, 3, 8, 8))
@@ -132,6 +143,8 @@ def test_unet_wrong_channel_count_raises_config_error():
         (dict(base_channels=24, norm_groups=32), "norm_groups"),
         (dict(channel_mult=()), "channel_mult"),
         (dict(head_channels=48), "heads"),
+        (dict(head_channels=None, num_heads=48), "heads"),
+        (dict(head_channels=None, num_heads=0), "heads"),
         (dict(dropout=1.0), "dropout"),
         (dict(num_classes=0), "num_classes"),
     ],
@@ -178,6 +191,13 @@ def test_attention_heads_follow_head_channels():
     net = small_unet(in_channels=1, channel_mult=(1, 2), attention_resolutions=(8,), resolution=8, head_channels=16)
     heads = {m.norm.num_channels: m.num_heads for m in net.modules() if isinstance(m, AttentionBlock)}
     assert heads == {32: 2, 64: 4}
+
+
+def test_attention_heads_follow_num_heads_without_head_channels():
+    net = small_unet(in_channels=1, channel_mult=(1, 2), attention_resolutions=(8,), resolution=8, head_channels=None, num_heads=8)
+    assert {m.num_heads for m in net.modules() if isinstance(m, AttentionBlock)} == {8}
+    x, t = inputs((1, 1, 8, 8))
+    assert net(x, t).shape == x.shape
 
 
 def test_attention_block_matches_explicit_softmax_attention():

@@ -27,7 +27,9 @@ from difflab.nn.embeddings import ConditionEmbedding
 
 @dataclass
 class UNetConfig:
-    """Hyper-parameters of ``UNet``; defaults are ADM's CIFAR-10 (32x32 RGB) model.
+    """Hyper-parameters of ``UNet``; defaults are DDPM's CIFAR-10 (32x32 RGB) layout (Ho et al.
+    2020, App. B) with ADM's 64-channel attention heads (35.7M params in DDPM, 38.3M here since
+    scale-shift conditioning doubles each block's time projection).
 
     ``dataclasses.asdict(config)`` is a plain dict (lists/tuples of ints) from which
     ``UNetConfig(**d)`` rebuilds the same architecture.
@@ -127,8 +129,8 @@ class UNetConfig:
         # The middle block (deepest level) always has attention, so check that level too.
         for level in self.attention_levels | {levels - 1}:
             channels = self.level_channels(level)
-            per_head = self.head_channels or channels // max(self.num_heads, 1)
-            if self.num_heads < 1 or per_head < 1 or channels % per_head:
+            split = self.num_heads if self.head_channels is None else self.head_channels
+            if split < 1 or channels % split:
                 raise ConfigError(
                     f"UNetConfig: {channels} attention channels at level {level} cannot be split "
                     f"into heads (head_channels={self.head_channels}, num_heads={self.num_heads})"
