@@ -9,7 +9,8 @@ weighting    omega (weight on x0 error)   equals
 ===========  ===========================  ============================================
 uniform      1 / c_p                      plain MSE on the chosen prediction (DDPM's
                                           L_simple when prediction = eps)
-snr          1                            MSE on x0 ("SNR-weighted" eps loss)
+snr          1                            MSE on x0: the eps loss weighted by 1/SNR
+                                          ("x0-equivalent")
 min_snr      min(SNR, gamma)              Min-SNR-gamma (Hang et al. 2023, Eq. 6)
 ===========  ===========================  ============================================
 
