@@ -177,6 +177,10 @@ def test_cifar_python_batches(tmp_path, protocol):
     folder.mkdir()
     data = np.random.default_rng(2).integers(0, 256, (4, 3072), dtype=np.uint8)
     write_cifar_batch(folder / "test_batch", data, [3, 1, 4, 1], protocol)
+    if protocol == 2:  # the official files name numpy's pre-2.0 module
+        legacy = (folder / "test_batch").read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        assert b"numpy.core.multiarray\n_reconstruct" in legacy
+        (folder / "test_batch").write_bytes(legacy)
     for i in range(1, 6):
         write_cifar_batch(folder / f"data_batch_{i}", data[:2], [i, 0], protocol)
     test = load_dataset("cifar10", path=tmp_path, split="test")
@@ -230,10 +234,13 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, kind):
     assert marker.exists()
 
 
-def test_read_batch_rejects_non_pickles(tmp_path):
+def test_read_batch_rejects_non_pickles_and_other_codecs(tmp_path):
     path = tmp_path / "test_batch"
     path.write_bytes(b"\x80\x02garbage")
     with pytest.raises(DataError, match="not a readable CIFAR-10 python batch"):
+        read_batch(path)
+    path.write_bytes(pickle.dumps(b"x", protocol=2).replace(b"latin1", b"rot13_"))
+    with pytest.raises(DataError, match="only latin-1"):
         read_batch(path)
 
 
