@@ -1,0 +1,1 @@
+"""Command-line interface (``difflab COMMAND``); see ``difflab.cli.main``."""

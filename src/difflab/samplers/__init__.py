@@ -1,0 +1,18 @@
+"""Samplers: stateless functions with one signature, time grids built apart, one entry point."""
+
+from difflab.samplers.api import SAMPLERS, register_sampler, sample
+from difflab.samplers.ddpm import sample_ancestral, sample_ddim
+from difflab.samplers.denoiser import make_denoiser
+from difflab.samplers.grids import GRIDS, time_grid, uniform_grid
+
+__all__ = [
+    "GRIDS",
+    "SAMPLERS",
+    "make_denoiser",
+    "register_sampler",
+    "sample",
+    "sample_ancestral",
+    "sample_ddim",
+    "time_grid",
+    "uniform_grid",
+]
