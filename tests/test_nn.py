@@ -114,6 +114,14 @@ def test_unet_scalar_t_is_broadcast():
     torch.testing.assert_close(net(x, torch.tensor(0.3)), net(x, torch.full((3,), 0.3)))
 
 
+def test_unet_accepts_float64_time():
+    """Samplers may hand over float64 t; the float32 network gives the float32-t answer."""
+    net = small_unet(in_channels=1, channel_mult=(1, 2), attention_resolutions=(), resolution=8)
+    randomize_zero_init(net)
+    x, t = inputs((3, 1, 8, 8))
+    torch.testing.assert_close(net(x, t.double()), net(x, t))
+
+
 def test_unet_samples_are_independent_in_a_batch():
     """GroupNorm is per sample, so in eval mode sample i's output ignores the rest of the batch."""
     net = small_unet(in_channels=1, channel_mult=(1, 2, 2), attention_resolutions=(14,), resolution=28)
