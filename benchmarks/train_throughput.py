@@ -11,7 +11,7 @@ difflab's noising is written inline (cosine schedule ``alpha_t = cos(pi t / 2)``
 ``sigma_t = sin(pi t / 2)``, ``z_t = alpha_t x + sigma_t eps``) so that this script needs
 only ``difflab.nn``; diffusers uses ``DDPMScheduler.add_noise`` with integer timesteps.
 
-    python benchmarks/train_throughput.py --threads 2
+    PYTHONPATH=src python benchmarks/train_throughput.py --threads 2
 """
 
 from __future__ import annotations
