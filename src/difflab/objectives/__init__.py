@@ -1,5 +1,6 @@
 """Objectives: loss = weighting x prediction error, and training-time sampling."""
 
+from difflab.objectives.heat import heat_loss, predict_less_blurred, sample_levels
 from difflab.objectives.losses import (
     TIME_SAMPLINGS,
     WEIGHTINGS,
@@ -10,4 +11,15 @@ from difflab.objectives.losses import (
     sample_times,
 )
 
-__all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "TimeSampling", "Weighting", "diffusion_loss", "loss_weight", "sample_times"]
+__all__ = [
+    "TIME_SAMPLINGS",
+    "WEIGHTINGS",
+    "TimeSampling",
+    "Weighting",
+    "diffusion_loss",
+    "heat_loss",
+    "loss_weight",
+    "predict_less_blurred",
+    "sample_levels",
+    "sample_times",
+]

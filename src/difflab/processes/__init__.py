@@ -9,6 +9,7 @@ from difflab.processes.diffusion import (
     build_process,
     register_process,
 )
+from difflab.processes.heat import HeatDissipation, HeatPrior, fit_heat_prior
 from difflab.processes.predictions import PREDICTIONS, Prediction, make_target, split_prediction, x0_error_factor
 from difflab.processes.schedules import CosineLogSNR, LinearDDPM, make_schedule
 
@@ -21,12 +22,15 @@ __all__ = [
     "DCTBasis",
     "DiagonalGaussianProcess",
     "GaussianDiffusion",
+    "HeatDissipation",
+    "HeatPrior",
     "IdentityBasis",
     "LinearDDPM",
     "Prediction",
     "build_process",
     "dct_frequencies_squared",
     "dct_matrix",
+    "fit_heat_prior",
     "make_schedule",
     "make_target",
     "register_process",
