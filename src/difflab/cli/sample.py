@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     parser.add_argument("--npz", help="also save the samples to this .npz file")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--prior", help="IHDM only: prior .safetensors (default: the run folder's prior.safetensors)")
     parser.set_defaults(run=run)
 
 
@@ -56,6 +57,13 @@ def check_args(args: argparse.Namespace) -> torch.device:
     return device
 
 
+def heat_sampler_options(process: Any, prior_path: str | Path) -> dict[str, Any]:
+    """{"prior": HeatPrior} for an IHDM run (its prior is fitted to the data at training time), else {}."""
+    from difflab.processes import HeatDissipation, HeatPrior
+
+    return {"prior": HeatPrior.load(prior_path)} if isinstance(process, HeatDissipation) else {}
+
+
 def run(args: argparse.Namespace) -> int:
     from difflab.training.checkpoint import load_checkpoint
     from difflab.training.images import save_image_grid, save_samples_npz
@@ -65,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     s = ckpt.config.run.sample
     model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
+    options = heat_sampler_options(ckpt.process, args.prior or ckpt.path.parent.parent / "prior.safetensors")
     clip = s.clip_x0 if args.clip_x0 is None else (args.clip_x0 if args.clip_x0 > 0 else None)
     x, labels = generate(
         model, ckpt.process, tuple(ckpt.training_state["image_shape"]),
         num=args.num or s.num, prediction=ckpt.config.objective.prediction,
         sampler=args.sampler or s.sampler, steps=args.steps or s.steps, seed=args.seed,
         eta=s.eta if args.eta is None else args.eta, clip_x0=clip,
-        num_classes=ckpt.config.network.get("num_classes"), device=device,
+        num_classes=ckpt.config.network.get("num_classes"), device=device, **options,
     )
     out = save_image_grid(x, Path(args.out))
     print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")

@@ -1,6 +1,6 @@
 """Objectives: loss = weighting x prediction error, and training-time sampling."""
 
-from difflab.objectives.heat import heat_loss, predict_less_blurred, sample_levels
+from difflab.objectives.heat import heat_loss, levels_from_times, predict_less_blurred, process_loss, sample_levels
 from difflab.objectives.losses import (
     TIME_SAMPLINGS,
     WEIGHTINGS,
@@ -18,8 +18,10 @@ __all__ = [
     "Weighting",
     "diffusion_loss",
     "heat_loss",
+    "levels_from_times",
     "loss_weight",
     "predict_less_blurred",
+    "process_loss",
     "sample_levels",
     "sample_times",
 ]

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError
-from difflab.processes import HeatDissipation
+from difflab.objectives.losses import Weighting, diffusion_loss
+from difflab.processes import DiagonalGaussianProcess, HeatDissipation, Prediction
 
 
 def predict_less_blurred(
@@ -34,22 +35,33 @@ def sample_levels(
     return torch.randint(1, K + 1, (batch,), generator=generator, device=device)
 
 
+def levels_from_times(t: torch.Tensor, K: int) -> torch.Tensor:
+    """k = ceil(t K) in 1..K for t in (0, 1]: uniform t gives uniform levels. Shape (B,), int64."""
+    return torch.ceil(t.double() * K).clamp(1, K).long()
+
+
 def heat_loss(
     model: Any,
     process: HeatDissipation,
     x0: torch.Tensor,
     *,
     k: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     cond: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Per-example IHDM loss, shape (B,).
 
-    ``k`` (B,) levels in 1..K and ``noise`` (like x0) are drawn with ``generator`` when not given.
+    ``k`` (B,) levels in 1..K, or times ``t`` (B,) in (0, 1] mapped to k = ceil(t K), and
+    ``noise`` (like x0) are drawn with ``generator`` when not given.
     """
     if not isinstance(process, HeatDissipation):
         raise ConfigError(f"heat_loss trains IHDM and needs a 'heat' process; got '{process.kind}'")
+    if k is not None and t is not None:
+        raise ConfigError("heat_loss takes levels k or times t, not both")
+    if t is not None:
+        k = levels_from_times(t, process.K)
     if k is None:
         k = sample_levels(x0.shape[0], process.K, generator=generator, device=x0.device)
     if noise is None:
@@ -62,3 +74,24 @@ def heat_loss(
     # 2. Residual prediction and unweighted squared error per example.
     pred = predict_less_blurred(model, z_k, t, cond)
     return ((pred - target) ** 2).flatten(1).mean(1)
+
+
+def process_loss(
+    model: Any,
+    process: DiagonalGaussianProcess,
+    x0: torch.Tensor,
+    *,
+    prediction: Prediction = "eps",
+    weighting: Weighting = "uniform",
+    gamma: float = 5.0,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    cond: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """The training objective of ``process``, per example (B,): IHDM's for a heat process
+    (``prediction``, ``weighting`` and ``gamma`` do not apply to it), ``diffusion_loss`` otherwise."""
+    if isinstance(process, HeatDissipation):
+        return heat_loss(model, process, x0, t=t, noise=noise, generator=generator, cond=cond)
+    return diffusion_loss(model, process, x0, prediction=prediction, weighting=weighting, gamma=gamma,
+                          t=t, noise=noise, generator=generator, cond=cond)

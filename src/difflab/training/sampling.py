@@ -34,6 +34,7 @@ def generate(
     clip_x0: float | None = 1.0,
     num_classes: int | None = None,
     device: torch.device | str = "cpu",
+    **sampler_options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(samples (num, C, H, W), class labels (num,) or None) from noise seeded by ``seed``.
 
@@ -43,7 +44,7 @@ def generate(
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     labels = class_labels_for(num, num_classes, device)
-    options: dict[str, Any] = {} if eta is None else {"eta": eta}
+    options: dict[str, Any] = {**sampler_options, **({} if eta is None else {"eta": eta})}
     x = sample(
         model, process, (num, *image_shape), sampler=sampler, steps=steps, prediction=prediction,
         generator=generator, cond=None if labels is None else {"class_labels": labels},

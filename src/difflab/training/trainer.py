@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
 from difflab.errors import ConfigError, DifflabError
-from difflab.objectives import diffusion_loss, sample_times
+from difflab.objectives import process_loss, sample_times
+from difflab.processes import HeatDissipation, fit_heat_prior
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
     check_compatible,
@@ -98,6 +99,9 @@ class Trainer:
         acc, optim = self.accelerator, config.optim
         self.dataset, self.process, network = build_components(config)
         self.image_shape = image_shape(self.dataset)
+        self.sampler_options: dict[str, Any] = {}  # IHDM samples from a prior fitted to the data
+        if isinstance(self.process, HeatDissipation):
+            self.sampler_options["prior"] = fit_heat_prior(self.process, self.dataset.images.split(1024))
         self.sampler = ResumableBatchSampler(
             len(self.dataset), optim.batch_size, seed=optim.seed,
             num_replicas=acc.num_processes, rank=acc.process_index,
@@ -224,7 +228,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, cfg.optim.lr, cfg.optim.warmup_steps)
         with acc.autocast():
-            loss = diffusion_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
+            loss = process_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
                                   weighting=cfg.objective.weighting, gamma=cfg.objective.gamma,
                                   t=t, noise=noise, cond=cond).float().mean()
         global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
@@ -307,6 +311,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+            if "prior" in self.sampler_options:
+                self.sampler_options["prior"].save(self.out_dir / "prior.safetensors")
             if self.metrics.path.exists():
                 self.metrics.truncate_after(self.step)
         self.accelerator.wait_for_everyone()
@@ -370,7 +376,8 @@ class Trainer:
             x, _ = generate(self.ema.module, self.process, self.image_shape, num=s.num,
                             prediction=self.config.objective.prediction, sampler=s.sampler, steps=s.steps,
                             seed=self.config.optim.seed, eta=s.eta, clip_x0=s.clip_x0,
-                            num_classes=self.config.network.get("num_classes"), device=self.accelerator.device)
+                            num_classes=self.config.network.get("num_classes"), device=self.accelerator.device,
+                            **self.sampler_options)
             path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
         self.accelerator.wait_for_everyone()
         return path
