@@ -17,8 +17,10 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError
-from difflab.objectives.losses import Weighting, diffusion_loss
-from difflab.processes import DiagonalGaussianProcess, HeatDissipation, Prediction
+from difflab.objectives.losses import diffusion_loss
+from difflab.processes import DiagonalGaussianProcess, HeatDissipation
+
+HEAT_OPTIONS = ("t", "noise", "generator", "cond")  # diffusion_loss options that heat_loss shares
 
 
 def predict_less_blurred(
@@ -76,22 +78,9 @@ def heat_loss(
     return ((pred - target) ** 2).flatten(1).mean(1)
 
 
-def process_loss(
-    model: Any,
-    process: DiagonalGaussianProcess,
-    x0: torch.Tensor,
-    *,
-    prediction: Prediction = "eps",
-    weighting: Weighting = "uniform",
-    gamma: float = 5.0,
-    t: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    cond: dict[str, Any] | None = None,
-) -> torch.Tensor:
-    """The training objective of ``process``, per example (B,): IHDM's for a heat process
-    (``prediction``, ``weighting`` and ``gamma`` do not apply to it), ``diffusion_loss`` otherwise."""
+def process_loss(model: Any, process: DiagonalGaussianProcess, x0: torch.Tensor, **options: Any) -> torch.Tensor:
+    """The training objective of ``process``, per example (B,): ``diffusion_loss(**options)``, or
+    IHDM's ``heat_loss`` for a heat process, to which only t, noise, generator and cond apply."""
     if isinstance(process, HeatDissipation):
-        return heat_loss(model, process, x0, t=t, noise=noise, generator=generator, cond=cond)
-    return diffusion_loss(model, process, x0, prediction=prediction, weighting=weighting, gamma=gamma,
-                          t=t, noise=noise, generator=generator, cond=cond)
+        return heat_loss(model, process, x0, **{k: v for k, v in options.items() if k in HEAT_OPTIONS})
+    return diffusion_loss(model, process, x0, **options)
