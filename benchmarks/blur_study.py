@@ -342,16 +342,19 @@ def make_evaluator(test: torch.Tensor, budget: Budget) -> Callable[[torch.Tensor
 def write_table(records: list[Record], budget: Budget, meta: dict[str, Any], out: Path) -> str:
     """Markdown table of the final evaluation of every model."""
     lines = [
-        f"| model | process | σ_B,max | FD ↓ | KID ×1e3 ↓ | NLL bits/dim (ELBO) | final loss | train s | sample s |",
+        "| model | process | σ_B,max | FD ↓ | KID ↓ | NLL bits/dim (ELBO) | final loss | train s | sample s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         e = r.evals[-1]
         nll = "n/a" if r.nll_bpd is None else f"{r.nll_bpd:.2f}"
         lines.append(
-            f"| {r.name} | {r.kind} | {r.sigma_blur_max:g} | {e['fd']:.2f} | {1e3 * e['kid']:.1f} ± {1e3 * e['kid_std']:.1f} "
+            f"| {r.name} | {r.kind} | {r.sigma_blur_max:g} | {e['fd']:.2f} | {e['kid']:.3g} ± {e['kid_std']:.2g} "
             f"| {nll} | {np.mean(r.losses[-100:]):.4f} | {r.train_seconds:.0f} | {r.sample_seconds:.0f} |"
         )
+    ref = meta["reference"]
+    lines.append(f"| *{budget.n_eval} real test images* | data | – | {ref['fd']:.2f} | {ref['kid']:.3g} ± {ref['kid_std']:.2g} "
+                 "| – | – | – | – |")
     lines.append("")
     lines.append(
         f"Budget per model: {budget.steps} steps of batch {budget.batch} (Adam, lr {budget.lr:g}, warm-up {budget.warmup}, "
@@ -385,7 +388,9 @@ def run_study(budget: Budget, out: Path, data_dir: str | None, only: list[str] |
         record.nll_bpd = test_nll(process, ema, test[: budget.n_nll], budget)
         records.append(record)
         final[name] = samples
-    meta = {"data": data_name, "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - t0}
+    reference = evaluate(test[torch.randperm(len(test), generator=torch.Generator().manual_seed(budget.seed))[: budget.n_eval]])
+    meta = {"data": data_name, "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - t0,
+            "reference": reference}
     (out / "results.json").write_text(
         json.dumps({"budget": asdict(budget), "meta": meta, "records": [asdict(r) for r in records]}, indent=1) + "\n",
         encoding="utf-8",
