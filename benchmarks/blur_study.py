@@ -80,6 +80,7 @@ class Budget:
     nll_times: int = 16
     base_channels: int = 16
     channel_mult: tuple[int, ...] = (1, 2, 2)
+    prediction: str = "eps"  # diffusion models' output: eps as in Hoogeboom & Salimans' Alg. 1, or "v"
     seed: int = 0
     device: str = "cpu"  # where training and sampling run (evaluation features are computed on the CPU)
 
@@ -96,11 +97,12 @@ def make_network(budget: Budget, channels: int, size: int) -> nn.Module:
     )
 
 
-def training_loss(process: DiagonalGaussianProcess) -> Callable[..., torch.Tensor]:
-    """IHDM's objective for the heat process, the eps-MSE (L_simple) for diffusion."""
+def training_loss(process: DiagonalGaussianProcess, budget: Budget) -> Callable[..., torch.Tensor]:
+    """IHDM's objective for the heat process, the unweighted MSE of ``budget.prediction`` for diffusion."""
     if isinstance(process, HeatDissipation):
         return heat_loss
-    return lambda model, process, x0, generator: diffusion_loss(model, process, x0, prediction="eps", generator=generator)
+    return lambda model, process, x0, generator: diffusion_loss(model, process, x0, prediction=budget.prediction,
+                                                                generator=generator)
 
 
 def draw_samples(model: nn.Module, process: DiagonalGaussianProcess, n: int, budget: Budget,
@@ -115,7 +117,7 @@ def draw_samples(model: nn.Module, process: DiagonalGaussianProcess, n: int, bud
                                prior=prior, delta=budget.delta, device=budget.device)
         else:
             x = difflab.sample(model, process, (b, *shape), sampler="ancestral", steps=budget.sample_steps,
-                               generator=g, clip_x0=1.0, device=budget.device)
+                               prediction=budget.prediction, generator=g, clip_x0=1.0, device=budget.device)
         out.append(x.clamp(-1, 1).cpu())
     return torch.cat(out)
 
@@ -175,7 +177,7 @@ def train_model(name: str, process: DiagonalGaussianProcess, data: torch.Tensor,
     kind = "gaussian" if blur_axis(name, process) == 0 else process.kind
     record = Record(name, kind, blur_axis(name, process), params=count_parameters(net))
     opt = torch.optim.Adam(net.parameters(), lr=budget.lr)
-    loss_fn = training_loss(process)
+    loss_fn = training_loss(process, budget)
     g = torch.Generator(device=budget.device).manual_seed(budget.seed + 2)
     next_batch = batches(data, budget)
     samples = torch.empty(0)
@@ -189,7 +191,7 @@ def train_model(name: str, process: DiagonalGaussianProcess, data: torch.Tensor,
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         ema_update(ema, net, budget.ema, step)
-        record.losses.append(float(loss))
+        record.losses.append(float(loss.detach()))
         record.train_seconds += time.perf_counter() - start
         if step % budget.eval_every == 0 or step == budget.steps:
             start = time.perf_counter()
@@ -208,7 +210,7 @@ def test_nll(process: DiagonalGaussianProcess, ema: nn.Module, x: torch.Tensor, 
     from difflab.evaluation import nll
 
     g = torch.Generator(device=budget.device).manual_seed(budget.seed + 4)
-    bpd = nll(ema, process, x.to(budget.device), method="elbo", prediction="eps", levels=256,
+    bpd = nll(ema, process, x.to(budget.device), method="elbo", prediction=budget.prediction, levels=256,
               num_t=budget.nll_times, generator=g)
     return float(bpd.mean())
 
@@ -360,7 +362,7 @@ def write_table(records: list[Record], budget: Budget, meta: dict[str, Any], out
         f"Budget per model: {budget.steps} steps of batch {budget.batch} (Adam, lr {budget.lr:g}, warm-up {budget.warmup}, "
         f"EMA {budget.ema}), UNet {budget.base_channels}×{list(budget.channel_mult)} ({records[0].params / 1e6:.2f}M params), "
         f"{budget.n_eval} samples per evaluation with {budget.sample_steps} network evaluations each "
-        f"(ancestral for diffusion, IHDM's K steps with δ = {budget.delta:g}); data {meta['data']}; "
+        f"(ancestral for diffusion with {budget.prediction}-prediction and x0 clipped to [-1, 1], IHDM's K steps with δ = {budget.delta:g}); data {meta['data']}; "
         f"total wall time {meta['wall_seconds'] / 60:.1f} min on {meta['threads']} threads."
     )
     text = "\n".join(lines) + "\n"
@@ -413,13 +415,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, help="override the evaluation interval")
     parser.add_argument("--n-eval", type=int, help="override the number of samples per evaluation")
     parser.add_argument("--device", help="torch device for training and sampling (default cpu)")
+    parser.add_argument("--prediction", choices=["eps", "v"], help="diffusion models' parameterisation (default eps)")
     args = parser.parse_args(argv)
     if args.strips_only:
         args.out.mkdir(parents=True, exist_ok=True)
         print(save_forward_strips(load_images("test", args.data_dir)[0][:1], args.out / "forward_strips.png"))
         return
     budget = QUICK if args.quick else Budget()
-    overrides = {"steps": args.steps, "eval_every": args.eval_every, "n_eval": args.n_eval, "device": args.device}
+    overrides = {"steps": args.steps, "eval_every": args.eval_every, "n_eval": args.n_eval, "device": args.device,
+                 "prediction": args.prediction}
     budget = Budget(**{**asdict(budget), **{k: v for k, v in overrides.items() if v is not None}})
     run_study(budget, args.out, args.data_dir, args.only)
 
