@@ -145,6 +145,7 @@ class Trainer:
         self.window = dict(state["window"])
         self.skipped = int(state["skipped"])
         self.last_loss = state.get("last_loss")
+        self.last_grad_norm = state.get("last_grad_norm")
         scaler = self.accelerator.scaler
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
@@ -343,15 +344,31 @@ class Trainer:
             "window": dict(self.window),
             "skipped": self.skipped,
             "last_loss": self.last_loss,
+            "last_grad_norm": self.last_grad_norm,
             "scaler": scaler,
             "rng": gathered,
             "image_shape": list(self.image_shape),
             "num_processes": acc.num_processes,
         }
 
+    def replica_checksums(self) -> torch.Tensor:
+        """(world, 2 * tensors) float64 per-tensor sums of the weights and EMA on every rank.
+
+        DDP keeps replicas equal; ``save`` checks it, since a divergence would make the
+        checkpoint (written by rank 0 alone) misrepresent the other ranks.
+        """
+        tensors = [*self.unwrapped_model.parameters(), *self.ema.module.parameters()]
+        sums = torch.stack([p.detach().double().sum() for p in tensors])
+        return self.accelerator.gather(sums[None]).cpu()
+
     def save(self) -> Path:
         """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes)."""
         state = self.training_state()
+        if self.accelerator.num_processes > 1:
+            checksums = self.replica_checksums()
+            if not bool((checksums == checksums[0]).all()):
+                raise RuntimeError(f"weights or EMA differ between processes at step {self.step} (a difflab bug)")
+            state["replica_checksums"] = checksums
         path = self.out_dir / "checkpoints" / step_dir_name(self.step)
         if self.accelerator.is_main_process:
             path = save_run_checkpoint(self.out_dir / "checkpoints", keep_last=self.config.run.keep_last,
