@@ -138,6 +138,8 @@ class Trainer:
         """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
         state = checkpoint.training_state
         self.step = checkpoint.step
+        if checkpoint.path.parent.resolve() == (self.out_dir / "checkpoints").resolve():
+            self.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
         self.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
