@@ -61,12 +61,22 @@ def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
     return lr * min(1.0, (step + 1) / warmup_steps)
 
 
+def has_gpu() -> bool:
+    """Whether torch sees a CUDA, MPS or XPU device."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def make_accelerator(mixed_precision: str) -> Accelerator:
-    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning)."""
-    if mixed_precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning).
+
+    Without a GPU the accelerator is told ``cpu=True``, so processes started by
+    ``accelerate launch --multi_gpu`` or ``torchrun`` form a gloo (multi-CPU) group.
+    """
+    if mixed_precision == "fp16" and not has_gpu():
         warnings.warn("optim.mixed_precision='fp16' needs a GPU; training in fp32 on the CPU", stacklevel=2)
         mixed_precision = "no"
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not has_gpu())
 
 
 class Trainer:
