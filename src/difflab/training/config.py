@@ -126,7 +126,7 @@ class SampleConfig:
         check_range("run.sample.steps", self.steps, 1)
         check_range("run.sample.num", self.num, 1, 4096)
         if self.eta is not None:
-            check_range("run.sample.eta", self.eta, 0.0)
+            check_range("run.sample.eta", self.eta, 0.0, 1.0)
         if self.clip_x0 is not None:
             check_range("run.sample.clip_x0", self.clip_x0, 0.0, low_open=True)
 
