@@ -83,6 +83,17 @@ def test_unet_output_shape_equals_input_shape(fields, shape):
     assert net(x, t).shape == x.shape
 
 
+def test_unet_256x256_adm_layout():
+    """ADM's 256x256 level layout (six levels, attention at 32, 16, 8) with few channels."""
+    net = small_unet(
+        in_channels=3, base_channels=16, norm_groups=8, head_channels=16, num_res_blocks=1,
+        channel_mult=(1, 1, 2, 2, 4, 4), attention_resolutions=(32, 16, 8), resolution=256,
+    )
+    x, t = inputs((1, 3, 256, 256))
+    assert net(x, t).shape == x.shape
+    assert net.config.downsample_factor == 32
+
+
 def test_unet_out_channels_override():
     net = small_unet(in_channels=3, out_channels=6, channel_mult=(1, 2), attention_resolutions=(), resolution=8)
     x, t = inputs((2, 3, 8, 8))
@@ -101,6 +112,14 @@ def test_unet_scalar_t_is_broadcast():
     randomize_zero_init(net)
     x, _ = inputs((3, 1, 8, 8))
     torch.testing.assert_close(net(x, torch.tensor(0.3)), net(x, torch.full((3,), 0.3)))
+
+
+def test_unet_accepts_float64_time():
+    """Samplers may hand over float64 t; the float32 network gives the float32-t answer."""
+    net = small_unet(in_channels=1, channel_mult=(1, 2), attention_resolutions=(), resolution=8)
+    randomize_zero_init(net)
+    x, t = inputs((3, 1, 8, 8))
+    torch.testing.assert_close(net(x, t.double()), net(x, t))
 
 
 def test_unet_samples_are_independent_in_a_batch():
@@ -132,6 +151,8 @@ def test_unet_wrong_channel_count_raises_config_error():
         (dict(base_channels=24, norm_groups=32), "norm_groups"),
         (dict(channel_mult=()), "channel_mult"),
         (dict(head_channels=48), "heads"),
+        (dict(head_channels=None, num_heads=48), "heads"),
+        (dict(head_channels=None, num_heads=0), "heads"),
         (dict(dropout=1.0), "dropout"),
         (dict(num_classes=0), "num_classes"),
     ],
@@ -180,17 +201,30 @@ def test_attention_heads_follow_head_channels():
     assert heads == {32: 2, 64: 4}
 
 
+def test_attention_heads_follow_num_heads_without_head_channels():
+    net = small_unet(in_channels=1, channel_mult=(1, 2), attention_resolutions=(8,), resolution=8, head_channels=None, num_heads=8)
+    assert {m.num_heads for m in net.modules() if isinstance(m, AttentionBlock)} == {8}
+    x, t = inputs((1, 1, 8, 8))
+    assert net(x, t).shape == x.shape
+
+
 def test_attention_block_matches_explicit_softmax_attention():
     torch.manual_seed(0)
     block = AttentionBlock(channels=8, num_heads=2, groups=4)
     randomize_zero_init(block)
     x = torch.randn(2, 8, 3, 5)
     B, C, H, W = x.shape
-    qkv = block.qkv(block.norm(x)).reshape(B, 3, 2, C // 2, H * W)
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, d, HW)
-    weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(C // 2), dim=-1)
-    h = torch.einsum("bhij,bhdj->bhdi", weights, v).reshape(B, C, H, W)
-    torch.testing.assert_close(block(x), x + block.proj(h), atol=1e-5, rtol=1e-5)
+    d = C // 2
+    h = block.norm(x).reshape(B, C, H * W).transpose(1, 2)  # (B, HW, C)
+    q, k, v = block.qkv(h).split(C, dim=-1)  # each (B, HW, C), heads are blocks of d channels
+    out = []
+    for head in range(2):
+        qh, kh, vh = (a[..., head * d : (head + 1) * d] for a in (q, k, v))
+        weights = torch.softmax(qh @ kh.transpose(1, 2) / math.sqrt(d), dim=-1)  # (B, HW, HW)
+        out.append(weights @ vh)
+    h = block.proj(torch.cat(out, dim=-1))  # (B, HW, C)
+    expected = x + h.transpose(1, 2).reshape(B, C, H, W)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
 
 
 # --- class conditioning -----------------------------------------------------------------------

@@ -14,7 +14,6 @@ Two on-disk forms are read:
 
 from __future__ import annotations
 
-import codecs
 import io
 import os
 import pickle
@@ -31,6 +30,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 BATCH_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 BATCHES_DIR = "cifar-10-batches-py"
 SIDE = 32
+LATIN1_NAMES = frozenset({"latin1", "iso88591", "l1"})  # spellings with "-" and "_" removed
 
 
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
@@ -47,7 +47,7 @@ def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     """Stand-in for ``_codecs.encode``, which protocol <= 2 pickles use to store bytes; latin-1 only."""
-    if codecs.lookup(encoding).name != "iso8859-1":
+    if encoding.lower().replace("-", "").replace("_", "") not in LATIN1_NAMES:
         raise DataError(f"pickle asks to encode text as {encoding!r}; only latin-1 bytes are allowed")
     return text.encode("latin-1")
 
@@ -93,7 +93,8 @@ def read_batch(path: str | os.PathLike) -> dict[str, Any]:
         obj = SafeUnpickler(io.BytesIO(content), encoding="latin1").load()
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError) as e:
         raise DataError(f"file {path} is not a readable CIFAR-10 python batch ({e}); download it again") from e
     if not isinstance(obj, dict):
         raise DataError(f"file {path} holds a {type(obj).__name__}, expected a CIFAR-10 batch dict")

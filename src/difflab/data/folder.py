@@ -116,7 +116,10 @@ def subfolder_labels(root: Path, files: list[Path], kept: list[Path]) -> tuple[n
     parts = {p: p.relative_to(root).parts for p in files}
     loose = [p for p in files if len(parts[p]) < 2]
     if loose:
-        raise DataError(f"class_subfolders=True but {loose[0]} is not inside a class subfolder of {root}; move it or drop the option")
+        raise DataError(
+            f"class_subfolders=True but {loose[0]} is not inside a class subfolder of {root}; "
+            "move it into one or drop the option"
+        )
     classes = tuple(sorted({parts[p][0] for p in files}))
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[parts[p][0]] for p in kept], dtype=np.int64), classes

@@ -61,7 +61,8 @@ def read_idx(path: str | os.PathLike, *, magic: int) -> np.ndarray:
     if len(data) < expected:
         raise DataError(f"file {path} is truncated: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
-        raise DataError(f"file {path} has {len(data) - expected} bytes after the data its header declares; is it corrupt?")
+        extra = len(data) - expected
+        raise DataError(f"file {path} has {extra} bytes after the data its header declares; is it corrupt?")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

@@ -11,7 +11,7 @@ import torch
 from difflab.data.cifar import load_cifar10
 from difflab.data.dataset import ImageDataset, levels_to_signed
 from difflab.data.digits import load_digits
-from difflab.data.folder import OnCorrupt, load_folder
+from difflab.data.folder import ON_CORRUPT, OnCorrupt, load_folder
 from difflab.data.mnist import load_mnist
 from difflab.data.preprocess import ChannelMode, fit_levels
 from difflab.data.raw import RawImages
@@ -86,6 +86,7 @@ def load_dataset(
     check_choice("name", name, DATASET_NAMES)
     check_choice("split", split, SPLITS)
     check_image_size(image_size)
+    check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
     raw = read_raw(
         name,
         path,

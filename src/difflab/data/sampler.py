@@ -3,7 +3,9 @@
 Global batch ``k`` (training step k) is fixed by ``(seed, k)`` alone: with
 ``S = num_samples // batch_size`` steps per epoch, step k is position ``k mod S`` of epoch
 ``k // S``, whose order is ``torch.randperm(num_samples)`` from a generator seeded with
-``seed * 2**32 + epoch`` (so two seeds never share an epoch's order, as ``seed + epoch`` would).
+``epoch_seed(seed, epoch)``, a 32-bit hash of the pair (torch's CPU generator keeps only the low
+32 bits of a seed; hashing keeps runs with nearby seeds from sharing epochs, as ``seed + epoch``
+would).
 The last ``num_samples mod batch_size`` samples of each epoch's permutation are dropped, so every
 batch is full; they differ from epoch to epoch.
 
@@ -16,13 +18,21 @@ so the ranks' slices are disjoint and together cover the global batch.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Iterator, Mapping
 
 import torch
 
 from difflab.errors import ConfigError
 
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**64 - 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """32-bit generator seed of ``epoch`` for run ``seed``: the first 4 bytes of BLAKE2b(seed, epoch)."""
+    digest = hashlib.blake2b(struct.pack("<QQ", seed, epoch), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 class ResumableBatchSampler:
@@ -31,7 +41,7 @@ class ResumableBatchSampler:
     Args:
         num_samples: dataset size N.
         batch_size: global batch size B over all ranks; ``B <= N`` and ``num_replicas`` divides B.
-        seed: in ``[0, 2**32)``.
+        seed: in ``[0, 2**64)``.
         num_replicas: number of processes sharing each global batch.
         rank: this process's index in ``[0, num_replicas)``.
         step: the first step to yield (0 for a fresh run).
@@ -66,7 +76,7 @@ class ResumableBatchSampler:
     def permutation(self, epoch: int) -> torch.Tensor:
         """Sample order (N,) int64 of ``epoch``."""
         if self._cache is None or self._cache[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 2**32 + epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             self._cache = (epoch, torch.randperm(self.num_samples, generator=generator))
         return self._cache[1]
 

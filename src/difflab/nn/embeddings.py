@@ -33,16 +33,18 @@ def timestep_embedding(
         max_period: the longest wavelength, in units of scaled time.
 
     Returns:
-        Tensor (B, dim) in t's floating dtype: ``[cos(s t omega), sin(s t omega)]``.
+        Tensor (B, dim) in t's floating dtype (float32 for integer t):
+        ``[cos(s t omega), sin(s t omega)]``.
     """
+    dtype = t.dtype if t.is_floating_point() else torch.float32
     half = dim // 2
-    i = torch.arange(half, device=t.device, dtype=torch.float32)
+    i = torch.arange(half, device=t.device, dtype=dtype)
     omega = torch.exp(-math.log(max_period) * i / half)  # (half,)
-    angle = (scale * t.float())[:, None] * omega[None, :]  # (B, half)
+    angle = (scale * t.to(dtype))[:, None] * omega[None, :]  # (B, half)
     emb = torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)  # (B, 2*half)
     if dim % 2:
         emb = nn.functional.pad(emb, (0, 1))
-    return emb.to(t.dtype) if t.is_floating_point() else emb
+    return emb
 
 
 class TimeEmbedding(nn.Module):
@@ -60,8 +62,9 @@ class TimeEmbedding(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """t: (B,) in [0, 1] -> (B, out_dim)."""
-        return self.mlp(timestep_embedding(t, self.sinusoid_dim, self.scale))
+        """t: (B,) in [0, 1], any float dtype -> (B, out_dim) in the weights' dtype."""
+        emb = timestep_embedding(t, self.sinusoid_dim, self.scale)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
 class ClassEmbedding(nn.Module):

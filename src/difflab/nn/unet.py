@@ -27,7 +27,9 @@ from difflab.nn.embeddings import ConditionEmbedding
 
 @dataclass
 class UNetConfig:
-    """Hyper-parameters of ``UNet``; defaults are ADM's CIFAR-10 (32x32 RGB) model.
+    """Hyper-parameters of ``UNet``; defaults are DDPM's CIFAR-10 (32x32 RGB) layout (Ho et al.
+    2020, App. B) with ADM's 64-channel attention heads (35.7M params in DDPM, 38.3M here since
+    scale-shift conditioning doubles each block's time projection).
 
     ``dataclasses.asdict(config)`` is a plain dict (lists/tuples of ints) from which
     ``UNetConfig(**d)`` rebuilds the same architecture.
@@ -127,8 +129,8 @@ class UNetConfig:
         # The middle block (deepest level) always has attention, so check that level too.
         for level in self.attention_levels | {levels - 1}:
             channels = self.level_channels(level)
-            per_head = self.head_channels or channels // max(self.num_heads, 1)
-            if self.num_heads < 1 or per_head < 1 or channels % per_head:
+            split = self.num_heads if self.head_channels is None else self.head_channels
+            if split < 1 or channels % split:
                 raise ConfigError(
                     f"UNetConfig: {channels} attention channels at level {level} cannot be split "
                     f"into heads (head_channels={self.head_channels}, num_heads={self.num_heads})"
@@ -179,18 +181,18 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> (B, C, H, W)."""
         B, C, H, W = x.shape
-        d = C // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, d, H * W)  # (B, 3, heads, d, HW)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(h).reshape(B, H * W, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)  # heads and d back into channels
-        return x + self.proj(h)
+        h = self.proj(h.transpose(1, 2).reshape(B, H * W, C))  # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)
 
 
 class Downsample(nn.Module):
