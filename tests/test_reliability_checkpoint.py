@@ -213,3 +213,13 @@ def test_safetensors_whose_header_starts_like_a_pickle_still_load(tmp_path):
             assert torch.equal(read_tensors(path)["k" * n], torch.arange(3.0))
             return
     pytest.fail("no header of length 0x80 mod 256 produced")
+
+
+def test_resuming_a_checkpoint_without_training_state_is_a_checkpoint_error(run_folder, tmp_path):
+    from difflab.training import Trainer
+
+    folder, _ = run_folder  # saved through the API with a made-up training_state
+    config = load_config(None, ["network.base_channels=16", f"run.out_dir={tmp_path / 'new'}"])
+    with pytest.raises(CheckpointError, match="has no usable training state .*can be sampled from but not resumed"):
+        Trainer(config, resume=folder)
+    assert not (tmp_path / "new").exists()

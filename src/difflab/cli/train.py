@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
 def split_resume_override(args: argparse.Namespace) -> None:
     """``--resume optim.steps=10``: argparse gives the override to --resume; move it back."""
     if args.resume not in (None, "auto") and "=" in args.resume and not Path(args.resume).exists():
-        args.overrides = [args.resume, *args.overrides]
+        args.overrides = [*args.overrides, args.resume]
         args.resume = "auto"
 
 

@@ -31,10 +31,11 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
-from difflab.errors import ConfigError, DifflabError
+from difflab.errors import CheckpointError, ConfigError, DifflabError
 from difflab.objectives import diffusion_loss, sample_times
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
+    Checkpoint,
     check_compatible,
     has_checkpoint,
     load_checkpoint,
@@ -130,7 +131,11 @@ class Trainer:
         self.ema.module.to(acc.device)
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            try:
+                self._restore(checkpoint)
+            except (KeyError, TypeError, IndexError, AttributeError) as err:
+                raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
+                                      f"{err}); it can be sampled from but not resumed") from None
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
 
     # --- set-up ----------------------------------------------------------------------------
@@ -144,7 +149,7 @@ class Trainer:
             return resolve_checkpoint(self.out_dir) if has_checkpoint(self.out_dir) else None
         return resolve_checkpoint(resume)
 
-    def _restore(self, checkpoint: Any) -> None:
+    def _restore(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
         state = checkpoint.training_state
         self.step = checkpoint.step
@@ -170,8 +175,10 @@ class Trainer:
             warnings.warn(f"checkpoint was written by {rng['generator'].shape[0]} processes, this run has "
                           f"{world}: random streams restart from the seed (the run is no longer bit-exact)",
                           stacklevel=2)
-        if self.sampler.batch_size != self.config.optim.batch_size:
-            raise ConfigError("optim.batch_size differs from the checkpoint's; keep it to resume")
+        if checkpoint.config.optim.batch_size != self.config.optim.batch_size:
+            warnings.warn(f"optim.batch_size changed from {checkpoint.config.optim.batch_size} to "
+                          f"{self.config.optim.batch_size}: the data order after step {self.step} differs from "
+                          "the original run's", stacklevel=2)
 
     # --- the run ---------------------------------------------------------------------------
     @property
