@@ -58,8 +58,8 @@ def check_args(args: argparse.Namespace) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.training.checkpoint import load_checkpoint
-    from difflab.training.images import save_image_grid, save_samples_npz
-    from difflab.training.sampling import generate
+    from difflab.evaluation.figures import save_image_grid
+    from difflab.training.sampling import generate, save_samples_npz
 
     device = check_args(args)
     ckpt = load_checkpoint(args.checkpoint)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
 from difflab.errors import CheckpointError, ConfigError, DifflabError
+from difflab.evaluation.figures import save_image_grid
 from difflab.objectives import diffusion_loss, sample_times
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
@@ -45,7 +46,6 @@ from difflab.training.checkpoint import (
 )
 from difflab.training.config import TrainConfig
 from difflab.training.ema import EMA
-from difflab.training.images import save_image_grid
 from difflab.training.metrics import MetricsLog, plot_loss_curve
 from difflab.training.sampling import generate
 from difflab.training.signals import StopRequest
