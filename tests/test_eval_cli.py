@@ -1,0 +1,94 @@
+"""``evaluate`` / ``sweep`` and the report writer on a model callable; ``difflab eval`` arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from difflab.cli.main import main
+from difflab.data import load_dataset
+from difflab.errors import ConfigError
+from difflab.evaluation.evaluate import evaluate, sweep
+from difflab.evaluation.report import markdown_table, write_report
+from difflab.processes import GaussianDiffusion
+from difflab.processes.analytic import GaussianData
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return load_dataset("digits", split="test")
+
+
+def gaussian_fit(images: torch.Tensor) -> GaussianData:
+    """A per-pixel Gaussian fitted to images: its exact denoiser is a cheap, fair 'model'."""
+    x = images.double()
+    return GaussianData(mean=x.mean(0), var=x.var(0) + 1e-2)
+
+
+def test_sweep_writes_table_json_and_plot(digits_test, tmp_path: Path) -> None:
+    process = GaussianDiffusion()
+    model = gaussian_fit(load_dataset("digits", split="train").images).model(process)
+    rows = sweep(model, process, digits_test, samplers=["ddim", "ancestral"], steps=[2, 8],
+                 metrics=["fd", "kid", "is", "nll"], num_samples=200, seed=3, ema=False,
+                 cache_dir=tmp_path / "cache", nll_examples=64, nll_options={"num_t": 2})
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 2), ("ddim", 8), ("ancestral", 2), ("ancestral", 8), ("-", 0)]
+    for r in rows[:-1]:
+        assert r["fd"] > 0 and r["nfe"] == r["steps"] and 1.0 <= r["is"] <= 10.0
+        assert r["protocol_text"].startswith("n=200, seed=3, " + f"{r['sampler']} {r['steps']} steps, raw weights")
+    assert 0 < rows[-1]["nll"] < 8 and rows[-1]["nll_se"] > 0  # bits/dim of 17-level data: at most log2(17)+
+    paths = write_report(rows, tmp_path / "out")
+    table = paths["markdown"].read_text()
+    assert table.count("\n") == 2 + len(rows) and "digits/test (359 images)" in table and " ± " in table
+    assert json.loads(paths["json"].read_text())["rows"][0]["protocol"]["num_samples"] == 200
+    assert Image.open(paths["plot"]).size[0] > 300
+
+
+def memorizer(images: torch.Tensor, process: GaussianDiffusion):
+    """The exact eps-denoiser of the empirical distribution of ``images``: it samples training images."""
+    data = images.double().flatten(1)  # (N, D)
+
+    def model(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = process.alpha_sigma(t.double(), tuple(z.shape))
+        a, s = alpha.reshape(-1, 1), sigma.reshape(-1, 1)
+        zf = z.double().flatten(1)
+        logits = -(a**2) * torch.cdist(zf / a, data) ** 2 / (2 * s**2)  # -|z - a x_n|^2 / 2 s^2, (B, N)
+        x0 = torch.softmax(logits, 1) @ data
+        return ((zf - a * x0) / s).reshape(z.shape).to(z.dtype)
+
+    return model
+
+
+def test_evaluate_is_reproducible_and_ranks_models(digits_test, tmp_path: Path) -> None:
+    process = GaussianDiffusion()
+    train = load_dataset("digits", split="train").images
+    kwargs = dict(metrics=["fd"], num_samples=300, steps=10, seed=1, cache_dir=tmp_path)
+    fit = evaluate(gaussian_fit(train).model(process), process, digits_test, **kwargs)
+    assert evaluate(gaussian_fit(train).model(process), process, digits_test, **kwargs)["fd"] == fit["fd"]
+    copies = evaluate(memorizer(train, process), process, digits_test, **kwargs)
+    assert copies["fd"] < 0.1 * fit["fd"]  # training images score near the data, a Gaussian blob does not
+
+
+def test_markdown_table_only_has_requested_columns() -> None:
+    table = markdown_table([{"sampler": "ddim", "steps": 5, "nfe": 5, "fd": 1.5, "protocol_text": "p"}])
+    assert table.splitlines()[0] == "| sampler | steps | NFE | FD | protocol |"
+    assert "| ddim | 5 | 5 | 1.5 | p |" in table
+
+
+def test_evaluate_rejects_unknown_metrics(digits_test) -> None:
+    with pytest.raises(ConfigError, match="fid"):
+        evaluate(lambda z, t: z, GaussianDiffusion(), digits_test, metrics=["fid"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "10,x"], "--steps"),
+    (["--steps", "0"], "--steps"),
+    (["--num", "1"], "--num"),
+    (["--sampler", ","], "--sampler"),
+])
+def test_cli_rejects_bad_arguments(argv, message, capsys) -> None:
+    assert main(["eval", "--checkpoint", "nowhere", *argv]) == 2
+    assert message in capsys.readouterr().err
