@@ -49,7 +49,7 @@ class Protocol:
     def describe(self) -> str:
         ema = {True: "EMA", False: "raw weights", None: "weights n/a"}[self.ema]
         if self.sampler == "-":
-            return f"n={self.num_samples} images of {self.reference}, seed={self.seed}, NLL by {self.features}, {ema}"
+            return f"n={self.num_samples} images of {self.reference}, seed={self.seed}, NLL by {self.features} ({ema})"
         return (f"n={self.num_samples}, seed={self.seed}, {self.sampler} {self.steps} steps, {ema}, "
                 f"{self.features} vs {self.reference}")
 
@@ -219,7 +219,8 @@ def evaluate(
         reference = Reference(data.images, torch.empty(0), torch.empty(0), data.name, data.num_levels)
         result = likelihood_summary(model, process, reference, method=nll_method, num_examples=nll_examples,
                                     prediction=prediction, seed=seed, **(nll_options or {}))
-        protocol = Protocol(min(nll_examples, len(data)), seed, "-", 0, ema, nll_method, reference_name, prediction)
+        method = nll_method + "".join(f", {k}={v}" for k, v in (nll_options or {}).items())
+        protocol = Protocol(min(nll_examples, len(data)), seed, "-", 0, ema, method, reference_name, prediction)
     else:
         name = features or default_extractor(data.name.partition("/")[0])
         extractor = make_extractor(name, inception_weights=inception_weights)  # type: ignore[arg-type]
