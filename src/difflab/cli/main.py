@@ -15,6 +15,8 @@ from difflab.errors import DifflabError
 
 # Subcommand name -> module in difflab.cli (imported lazily so `difflab --help` is fast).
 SUBCOMMANDS: dict[str, str] = {
+    "train": "train",
+    "sample": "sample",
     "eval": "eval",
 }
 
