@@ -92,3 +92,23 @@ def test_evaluate_rejects_unknown_metrics(digits_test) -> None:
 def test_cli_rejects_bad_arguments(argv, message, capsys) -> None:
     assert main(["eval", "--checkpoint", "nowhere", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tmp_path: Path, capsys) -> None:
+    from difflab.training import Trainer, load_config
+
+    config = load_config(None, ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2",
+                                "optim.warmup_steps=1", "run.progress=false", "run.sample.steps=2",
+                                "run.sample.num=4", f"run.out_dir={tmp_path / 'run'}"])
+    Trainer(config).train()
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(tmp_path / "run"), "--metrics", "fd,kid,is,nll",
+                 "--sampler", "ddim,ancestral", "--steps", "1,2", "--num", "16", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--nll-examples", "8", "--nll-num-t", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| sampler | steps | NFE | FD | KID | IS | NLL (bits/dim) | protocol |")
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert len(rows) == 5 and all(r["protocol"]["ema"] is True for r in rows)
+    assert rows[-1]["nll"] > 0 and "digits/test (359 images)" in rows[0]["protocol_text"]
+    assert (out / "eval.md").is_file() and Image.open(out / "eval_vs_nfe.png").size[0] > 300

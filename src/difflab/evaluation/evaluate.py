@@ -115,12 +115,13 @@ def generate(
     """``num_samples`` samples (N, *shape), drawn in batches from one generator seeded with ``seed``.
 
     Class-conditional models (``num_classes``) get balanced random labels as ``class_labels``.
+    A network should be in eval mode (``load_for_sampling`` returns it so).
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(f"num_samples={num_samples} and batch_size={batch_size} must be positive")
-    generator = torch.Generator().manual_seed(seed)
-    labels = balanced_labels(num_samples, num_classes, generator) if num_classes else None
     device = model_device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)  # noise, on the model's device
+    labels = balanced_labels(num_samples, num_classes, torch.Generator().manual_seed(seed)) if num_classes else None
     out = []
     for start in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - start)

@@ -53,6 +53,13 @@ def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
+def plot_title(protocol: dict[str, Any]) -> str:
+    """The protocol shared by every point of a sweep (all but sampler and steps)."""
+    ema = {True: "EMA", False: "raw weights", None: "weights n/a"}[protocol.get("ema")]
+    return (f"{protocol['num_samples']} samples per point, seed {protocol['seed']}, {ema}, "
+            f"{protocol['features']} features vs {protocol['reference']}")
+
+
 def plot_quality_vs_nfe(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """One panel per sample metric present: value against NFE (log axis), a line per sampler."""
     import matplotlib
@@ -68,12 +75,15 @@ def plot_quality_vs_nfe(rows: Sequence[dict[str, Any]], path: str | Path) -> Pat
             pts = sorted((r["nfe"], r[key]) for r in sampled if r["sampler"] == sampler and key in r)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
         ax.set_xscale("log")
+        nfes = sorted({r["nfe"] for r in sampled})
+        ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.minorticks_off()
         ax.set_xlabel("NFE")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    if sampled:
-        fig.suptitle(sampled[0].get("protocol_text", "").split(", ")[0] + " samples per point", fontsize=9)
+    if sampled and "protocol" in sampled[0]:
+        fig.suptitle(plot_title(sampled[0]["protocol"]), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
