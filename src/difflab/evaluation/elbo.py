@@ -31,7 +31,7 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.evaluation.quantization import check_on_grid, discretized_gaussian_log_prob
-from difflab.evaluation.time_proposal import IMPORTANCE_CELLS, TimeProposal, TSampling, draw_uniforms
+from difflab.evaluation.time_proposal import IMPORTANCE_CELLS, TimeProposal, TSampling, check_t_min, draw_uniforms
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import make_denoiser
 from difflab.samplers.denoiser import DenoiseFn, ModelFn
@@ -47,18 +47,6 @@ def _times(t: float, batch: int, device: torch.device) -> torch.Tensor:
 def _per_example(weight: torch.Tensor, err2: torch.Tensor) -> torch.Tensor:
     """sum_k weight_k err2_k per example, float64 (B,); weight broadcasts against err2."""
     return (weight * err2.double()).flatten(1).sum(1)
-
-
-def check_t_min(process: DiagonalGaussianProcess, t_min: float, shape: tuple[int, ...]) -> None:
-    """ConfigError unless 0 <= t_min < 1 and the logSNR is finite there."""
-    if not 0.0 <= t_min < 1.0:
-        raise ConfigError(f"t_min={t_min} must be in [0, 1)")
-    lam = process.logsnr(_times(t_min, 1, torch.device("cpu")), (1, *shape[1:]))
-    if not torch.isfinite(lam).all():
-        raise ConfigError(
-            f"the logSNR is infinite at t_min={t_min} for this schedule (no noise); "
-            "pass t_min > 0, e.g. t_min=0.001 for the linear DDPM schedule"
-        )
 
 
 def prior_term(process: DiagonalGaussianProcess, x: torch.Tensor) -> torch.Tensor:

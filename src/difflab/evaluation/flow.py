@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
 from difflab.errors import ConfigError, check_choice
-from difflab.evaluation.elbo import check_t_min
+from difflab.evaluation.time_proposal import check_t_min
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import make_denoiser
 from difflab.samplers.denoiser import DenoiseFn, ModelFn
@@ -154,6 +153,8 @@ def flow_nll(
         t_min: the time the data sits at (the density is that of q(z_{t_min})).
         generator: RNG for the probes.
     """
+    from scipy.integrate import solve_ivp  # imported here: it costs a second at `import difflab`
+
     check_choice("divergence", divergence, DIVERGENCES)
     if divergence == "hutchinson" and (isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1):
         raise ConfigError(f"num_probes={num_probes!r} must be a positive integer")

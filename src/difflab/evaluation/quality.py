@@ -9,7 +9,7 @@ side comes from a cache. Metrics and their papers:
 - KID: unbiased MMD^2 with the cubic polynomial kernel over random subsets (Binkowski et al. 2018);
 - IS: ``exp E_x KL(p(y|x) || p(y))`` over splits (Salimans et al. 2016).
 
-The subset draws of KID and the split shuffle of IS use torch's default generator inside
+torchmetrics is imported inside each function (it takes seconds to import). The subset draws of KID and the split shuffle of IS use torch's default generator inside
 torchmetrics, so they run under ``torch.random.fork_rng`` seeded with the caller's ``seed``.
 """
 
@@ -23,9 +23,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from difflab.errors import DataError
 from difflab.evaluation.features import extract
@@ -53,6 +50,8 @@ def _check_features(name: str, real: torch.Tensor, fake: torch.Tensor, minimum: 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N, d) and (M, d)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     _check_features("Frechet distance", real, fake)
     metric = FrechetInceptionDistance(feature=PassThrough(real.shape[1]))
     metric.update(real.double(), real=True)
@@ -64,6 +63,8 @@ def kernel_distance(
     real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """KID (mean, std over ``subsets`` random subsets of min(subset_size, N, M) samples)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     _check_features("KID", real, fake)
     size = min(subset_size, len(real), len(fake))
     with warnings.catch_warnings():  # "will save all extracted features": that is the point here
@@ -79,6 +80,8 @@ def kernel_distance(
 
 def inception_score(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) -> tuple[float, float]:
     """Inception Score (mean, std over ``splits``) of class logits (N, K)."""
+    from torchmetrics.image.inception import InceptionScore
+
     if logits.ndim != 2 or len(logits) < splits:
         raise DataError(f"Inception Score needs logits (N, K) with N >= splits={splits}; got {tuple(logits.shape)}")
     with warnings.catch_warnings():

@@ -47,6 +47,18 @@ def draw_uniforms(
     return torch.remainder(u0 + torch.arange(k, dtype=torch.float64) / k, 1.0)
 
 
+def check_t_min(process: DiagonalGaussianProcess, t_min: float, shape: tuple[int, ...]) -> None:
+    """ConfigError unless 0 <= t_min < 1 and the logSNR is finite there."""
+    if not 0.0 <= t_min < 1.0:
+        raise ConfigError(f"t_min={t_min} must be in [0, 1)")
+    lam = process.logsnr(torch.full((1,), float(t_min), dtype=torch.float64), (1, *shape[1:]))
+    if not torch.isfinite(lam).all():
+        raise ConfigError(
+            f"the logSNR is infinite at t_min={t_min} for this schedule (no noise); "
+            "pass t_min > 0, e.g. t_min=0.001 for the linear DDPM schedule"
+        )
+
+
 def mean_logsnr(process: DiagonalGaussianProcess, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Lambda(t): the logSNR averaged over coefficients, shape (N,) for times t (N,)."""
     lam = process.logsnr(t, (t.shape[0], *shape[1:]))
