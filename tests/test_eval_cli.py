@@ -112,3 +112,27 @@ def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tmp_path: Path, cap
     assert len(rows) == 5 and all(r["protocol"]["ema"] is True for r in rows)
     assert rows[-1]["nll"] > 0 and "digits/test (359 images)" in rows[0]["protocol_text"]
     assert (out / "eval.md").is_file() and Image.open(out / "eval_vs_nfe.png").size[0] > 300
+
+
+class PixelExtractor(torch.nn.Module):
+    """A custom extractor: raw pixels as features, the first ten as 'logits'."""
+
+    name, fingerprint = "pixels", "none"
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = images.flatten(1).double()
+        return flat, flat[:, :10]
+
+
+def test_evaluate_accepts_a_custom_extractor(digits_test, tmp_path: Path) -> None:
+    from difflab.evaluation import frechet_distance, generate
+
+    process = GaussianDiffusion()
+    model = gaussian_fit(load_dataset("digits", split="train").images).model(process)
+    got = evaluate(model, process, digits_test, metrics=["fd"], num_samples=100, steps=4, seed=2,
+                   features=PixelExtractor(), cache_dir=tmp_path)
+    samples = generate(model, process, (1, 8, 8), num_samples=100, steps=4, seed=2)
+    expected = frechet_distance(digits_test.images.flatten(1).double(), samples.clamp(-1, 1).flatten(1).double())
+    assert got["fd"] == pytest.approx(expected, rel=1e-9) and "pixels vs digits/test" in got["protocol_text"]
+    with pytest.raises(ConfigError, match="fingerprint"):
+        evaluate(model, process, digits_test, metrics=["fd"], features=torch.nn.Identity())

@@ -21,7 +21,7 @@ from torch import nn
 
 from difflab.data import ImageDataset
 from difflab.errors import ConfigError, check_choice
-from difflab.evaluation.features import default_extractor, extract, make_extractor
+from difflab.evaluation.features import extract, resolve_extractor
 from difflab.evaluation.likelihood import Method, nll
 from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
 from difflab.processes import DiagonalGaussianProcess, Prediction
@@ -187,7 +187,7 @@ def evaluate(
     batch_size: int = 250,
     ema: bool | None = None,
     num_classes: int | None = None,
-    features: str | None = None,
+    features: str | nn.Module | None = None,
     inception_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
     nll_method: Method = "elbo",
@@ -203,7 +203,8 @@ def evaluate(
         model: ``model(z_t, t, **cond) -> prediction``; sampled with ``difflab.sample``.
         data: the reference dataset, e.g. ``load_dataset("mnist", split="test")``.
         metrics: any of "fd", "kid", "is" (on samples) and "nll" (bits/dim on ``data``).
-        features: extractor name (default by dataset: digits-cnn, mnist-cnn, else inception).
+        features: extractor name (default by dataset: digits-cnn, mnist-cnn, else inception)
+            or a module (see ``features.resolve_extractor``).
         ema: whether ``model`` holds EMA weights (recorded in the protocol).
         num_classes: for class-conditional models: sample with balanced labels.
 
@@ -223,13 +224,12 @@ def evaluate(
         method = nll_method + "".join(f", {k}={v}" for k, v in (nll_options or {}).items())
         protocol = Protocol(min(nll_examples, len(data)), seed, "-", 0, ema, method, reference_name, prediction)
     else:
-        name = features or default_extractor(data.name.partition("/")[0])
-        extractor = make_extractor(name, inception_weights=inception_weights)  # type: ignore[arg-type]
+        extractor = resolve_extractor(features, data.name.partition("/")[0], inception_weights=inception_weights)
         reference = make_reference(data, extractor, cache_dir=cache_dir)
         samples = generate(model, process, tuple(data.images.shape[1:]), num_samples=num_samples, sampler=sampler,
                            steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes)
         result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": steps}
-        protocol = Protocol(num_samples, seed, sampler, steps, ema, name, reference_name, prediction)
+        protocol = Protocol(num_samples, seed, sampler, steps, ema, extractor.name, reference_name, prediction)
     return {**result, "protocol": asdict(protocol), "protocol_text": protocol.describe()}
 
 

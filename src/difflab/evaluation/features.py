@@ -105,6 +105,22 @@ def make_extractor(name: ExtractorName, *, inception_weights: str | Path | None 
     return ClassifierExtractor(load_classifier(dataset), name, file_fingerprint(asset_path(dataset)))  # type: ignore[arg-type]
 
 
+def resolve_extractor(
+    features: str | nn.Module | None, dataset: str, *, inception_weights: str | Path | None = None
+) -> nn.Module:
+    """An extractor by name, the dataset's default (None), or a user module used as is.
+
+    A user module maps images (B, C, H, W) in [-1, 1] to (features (B, d), logits (B, K)) and
+    has ``name`` and ``fingerprint`` strings (the reference cache is keyed on both).
+    """
+    if isinstance(features, nn.Module):
+        missing = [a for a in ("name", "fingerprint") if not isinstance(getattr(features, a, None), str)]
+        if missing:
+            raise ConfigError(f"a custom feature extractor needs string attribute(s) {missing} (they key the reference cache)")
+        return features
+    return make_extractor(features or default_extractor(dataset), inception_weights=inception_weights)  # type: ignore[arg-type]
+
+
 def default_extractor(dataset: str) -> ExtractorName:
     """digits -> digits-cnn, mnist -> mnist-cnn, anything else -> inception."""
     return DEFAULT_EXTRACTOR.get(dataset, "inception")  # type: ignore[return-value]
