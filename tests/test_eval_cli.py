@@ -94,15 +94,22 @@ def test_cli_rejects_bad_arguments(argv, message, capsys) -> None:
     assert message in capsys.readouterr().err
 
 
-def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 2-step training run of a tiny UNet on digits (its checkpoint is what ``eval`` reads)."""
     from difflab.training import Trainer, load_config
 
+    out = tmp_path_factory.mktemp("tiny") / "run"
     config = load_config(None, ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2",
                                 "optim.warmup_steps=1", "run.progress=false", "run.sample.steps=2",
-                                "run.sample.num=4", f"run.out_dir={tmp_path / 'run'}"])
+                                "run.sample.num=4", f"run.out_dir={out}"])
     Trainer(config).train()
+    return out
+
+
+def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tiny_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval"
-    code = main(["eval", "--checkpoint", str(tmp_path / "run"), "--metrics", "fd,kid,is,nll",
+    code = main(["eval", "--checkpoint", str(tiny_run), "--metrics", "fd,kid,is,nll",
                  "--sampler", "ddim,ancestral", "--steps", "1,2", "--num", "16", "--out", str(out),
                  "--cache-dir", str(tmp_path / "cache"), "--nll-examples", "8", "--nll-num-t", "1"])
     assert code == 0
@@ -112,6 +119,15 @@ def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tmp_path: Path, cap
     assert len(rows) == 5 and all(r["protocol"]["ema"] is True for r in rows)
     assert rows[-1]["nll"] > 0 and "digits/test (359 images)" in rows[0]["protocol_text"]
     assert (out / "eval.md").is_file() and Image.open(out / "eval_vs_nfe.png").size[0] > 300
+
+
+def test_eval_cli_ode_nll_states_its_solver(tiny_run: Path, tmp_path: Path) -> None:
+    code = main(["eval", "--checkpoint", str(tiny_run), "--metrics", "nll", "--nll-method", "ode",
+                 "--nll-examples", "2", "--ode-tol", "1e-3", "--out", str(tmp_path)])
+    assert code == 0
+    (row,) = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert row["nll"] > 0 and "ode, divergence=hutchinson, num_probes=1, rtol=0.001, atol=0.001" in row["protocol_text"]
+    assert not (tmp_path / "eval_vs_nfe.png").exists()  # nothing sampled, nothing to plot
 
 
 class PixelExtractor(torch.nn.Module):

@@ -56,6 +56,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--nll-method", default="elbo", choices=["elbo", "ode"], help="NLL estimator (default elbo)")
     parser.add_argument("--nll-examples", type=int, default=256, help="data images scored for NLL (default 256)")
     parser.add_argument("--nll-num-t", type=int, default=4, help="elbo: time draws per image (default 4)")
+    parser.add_argument("--ode-tol", type=float, default=1e-5, help="ode: RK45 rtol = atol (default 1e-5)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(run=run)
 
@@ -65,12 +66,17 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("num", "batch_size", "nll_examples", "nll_num_t"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a positive integer")
+    if not args.ode_tol > 0:
+        raise ConfigError(f"--ode-tol={args.ode_tol} must be positive (e.g. 1e-5)")
     if args.num < 2:
         raise ConfigError(f"--num={args.num} must be at least 2 (FD needs a covariance)")
     samplers = comma_list(args.sampler)
     if not samplers:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
-    nll_options: dict[str, Any] = {"num_t": args.nll_num_t} if args.nll_method == "elbo" else {}
+    if args.nll_method == "elbo":
+        nll_options: dict[str, Any] = {"time": "continuous", "num_t": args.nll_num_t, "importance": True}
+    else:
+        nll_options = {"divergence": "hutchinson", "num_probes": 1, "rtol": args.ode_tol, "atol": args.ode_tol}
     return {
         "metrics": comma_list(args.metrics), "samplers": samplers, "steps": positive_ints(args.steps),
         "num_samples": args.num, "seed": args.seed, "batch_size": args.batch_size, "ema": not args.no_ema,
