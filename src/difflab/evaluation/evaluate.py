@@ -160,10 +160,10 @@ def likelihood_summary(
     **options: Any,
 ) -> dict[str, Any]:
     """Mean NLL in bits/dim over ``num_examples`` reference images (a seeded subset) and its standard error."""
-    generator = torch.Generator().manual_seed(seed)
     n = min(num_examples, len(reference.images))
-    idx = torch.randperm(len(reference.images), generator=generator)[:n]
+    idx = torch.randperm(len(reference.images), generator=torch.Generator().manual_seed(seed))[:n]
     device = model_device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)  # times, noise, probes
     bpd = torch.cat([
         nll(model, process, reference.images[idx[i : i + batch_size]].to(device), method, prediction,
             levels=reference.levels, generator=generator, **options).cpu()

@@ -123,9 +123,11 @@ def make_dynamics(
     return dynamics
 
 
-def rademacher(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+def rademacher(
+    shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """+-1 with probability 1/2 each."""
-    return torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1
+    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
 
 
 def flow_nll(
@@ -151,7 +153,7 @@ def flow_nll(
             Rademacher probes, each fixed for the whole solve, one backward pass each).
         rtol, atol: tolerances of the RK45 solver on the state [u, log-density change].
         t_min: the time the data sits at (the density is that of q(z_{t_min})).
-        generator: RNG for the probes.
+        generator: RNG for the probes, on x's device.
     """
     from scipy.integrate import solve_ivp  # imported here: it costs a second at `import difflab`
 
@@ -166,7 +168,7 @@ def flow_nll(
     n_probes = num_probes if divergence == "hutchinson" else 1
     probes = None
     if divergence == "hutchinson":
-        probes = rademacher((n_probes, *shape), generator, x.dtype).to(x.device)
+        probes = rademacher((n_probes, *shape), generator, x.dtype, x.device)
     # 1. Integrate [u, int div] from t_min to 1 (state flattened, float64).
     u_0 = process.to_basis(x.detach()).cpu().double().flatten().numpy()
     state0 = np.concatenate([u_0, np.zeros(shape[0] * n_probes)])

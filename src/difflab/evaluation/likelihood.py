@@ -98,7 +98,7 @@ def nll(
         levels: quantization levels of x (256 for 8-bit images, 17 for digits); None for
             continuous data, where the result is -log p(x) / (D ln 2) of the density.
         cond: keyword arguments for the model, e.g. ``{"class_labels": y}``.
-        generator: RNG for probes, times, noise and dequantization.
+        generator: RNG for probes, times, noise and dequantization, on x's device.
         **options: for "ode": divergence ("exact" | "hutchinson"), num_probes, rtol, atol,
             t_min (see ``flow.flow_nll``); for "elbo": time ("continuous" | "discrete"),
             steps, num_t, t_sampling, importance, t_min (see ``elbo.elbo_terms``).

@@ -30,21 +30,27 @@ IMPORTANCE_CELLS = 1024  # cells of the continuous-time importance proposal
 
 
 def draw_uniforms(
-    batch: int, k: int, method: TSampling, *, generator: torch.Generator | None = None
+    batch: int,
+    k: int,
+    method: TSampling,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """K uniforms in [0, 1) per example, shape (B, K), float64, with the chosen coupling."""
     check_choice("t_sampling", method, T_SAMPLINGS)
-    if k < 1:
-        raise ConfigError(f"num_t={k} must be a positive number of time draws per example")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"num_t={k!r} must be a positive number of time draws per example")
+    draw = dict(generator=generator, dtype=torch.float64, device=device)
     if method == "uniform":
-        return torch.rand(batch, k, generator=generator, dtype=torch.float64)
+        return torch.rand(batch, k, **draw)
     if method == "antithetic":
         if k % 2:
             raise ConfigError(f"antithetic time sampling needs an even num_t; got {k}")
-        half = torch.rand(batch, k // 2, generator=generator, dtype=torch.float64)
+        half = torch.rand(batch, k // 2, **draw)
         return torch.cat([half, 1.0 - half], dim=1)
-    u0 = torch.rand(batch, 1, generator=generator, dtype=torch.float64)
-    return torch.remainder(u0 + torch.arange(k, dtype=torch.float64) / k, 1.0)
+    u0 = torch.rand(batch, 1, **draw)
+    return torch.remainder(u0 + torch.arange(k, dtype=torch.float64, device=u0.device) / k, 1.0)
 
 
 def check_t_min(process: DiagonalGaussianProcess, t_min: float, shape: tuple[int, ...]) -> None:
