@@ -17,9 +17,6 @@ from difflab.evaluation.classifier import accuracy, asset_path, load_classifier,
 from difflab.evaluation.features import extract, make_extractor
 from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
 
-MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-
-
 def with_moments(n: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:
     """n points (n, d) whose sample mean and (n-1)-normalised covariance are exactly mean, cov."""
     w = torch.randn(n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -100,20 +97,27 @@ def test_digits_classifier_reaches_its_stated_accuracy() -> None:
     assert acc == pytest.approx(float(read_metadata(asset_path("digits"))["test_accuracy"]), abs=1e-4)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist not present")
 def test_mnist_classifier_reaches_its_stated_accuracy() -> None:
-    test = load_dataset("mnist", split="test", path=MNIST_DIR)
+    test = load_or_skip("mnist", "test")  # ../shared/data/mnist or $DIFFLAB_DATA_DIR/mnist
     acc = accuracy(load_classifier("mnist"), test.images, test.labels)
     assert acc >= 0.98
     assert acc == pytest.approx(float(read_metadata(asset_path("mnist"))["test_accuracy"]), abs=1e-4)
 
 
-def test_fd_between_halves_of_real_data_is_far_below_data_vs_noise() -> None:
-    images = load_dataset("digits", split="train").images
+def load_or_skip(name: str, split: str):
+    try:
+        return load_dataset(name, split=split)
+    except DataError:
+        pytest.skip(f"{name} not present in ../shared/data or $DIFFLAB_DATA_DIR")
+
+
+@pytest.mark.parametrize("name, split", [("digits", "train"), ("mnist", "test")])
+def test_fd_between_halves_of_real_data_is_far_below_data_vs_noise(name: str, split: str) -> None:
+    images = load_or_skip(name, split).images
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(9))
     half_a, half_b = images[order[: len(images) // 2]], images[order[len(images) // 2 :]]
     noise = torch.rand(half_b.shape, generator=torch.Generator().manual_seed(10)) * 2 - 1
-    extractor = make_extractor("digits-cnn")
+    extractor = make_extractor(f"{name}-cnn")
     fa, fb, fn = (extract(extractor, x)[0] for x in (half_a, half_b, noise))
     fd_real, fd_noise = frechet_distance(fa, fb), frechet_distance(fa, fn)
     assert fd_real < 0.02 * fd_noise
