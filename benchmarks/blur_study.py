@@ -227,12 +227,12 @@ def _pyplot():
     return plt
 
 
-def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str, legend_cols: int = 1) -> Path:
     """Label, legend and write a one-axis figure."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=legend_cols)
     fig.tight_layout()
     fig.savefig(path)
     _pyplot().close(fig)
@@ -267,15 +267,22 @@ def save_forward_strips(x0: torch.Tensor, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def save_fd_vs_blur(records: list[Record], path: Path) -> Path:
-    """FD of the final samples against sigma_B,max: blurring diffusion as a line, IHDM apart."""
+Arms = dict[str, list[Record]]  # label (e.g. "eps-prediction") -> the records of one run
+
+
+def save_fd_vs_blur(arms: Arms, path: Path) -> Path:
+    """FD of the final samples against sigma_B,max: one line of blurring diffusion per arm, IHDM apart."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    blur = sorted((r for r in records if r.kind != "heat"), key=lambda r: r.sigma_blur_max)
-    ax.plot([r.sigma_blur_max for r in blur], [r.evals[-1]["fd"] for r in blur], "o-", label="blurring diffusion (0 = Gaussian)")
-    for r in records:
-        if r.kind == "heat":
-            ax.plot([r.sigma_blur_max], [r.evals[-1]["fd"]], "s", color="C3", label=f"IHDM (σ_B,max = {r.sigma_blur_max:g})")
+    for i, (label, records) in enumerate(arms.items()):
+        blur = sorted((r for r in records if r.kind != "heat"), key=lambda r: r.sigma_blur_max)
+        if blur:
+            ax.plot([r.sigma_blur_max for r in blur], [r.evals[-1]["fd"] for r in blur], "o-", color=f"C{i}",
+                    label=f"blurring diffusion, {label} (0 = Gaussian)")
+        for r in records:
+            if r.kind == "heat":
+                ax.plot([r.sigma_blur_max], [r.evals[-1]["fd"]], "s", color="C3", ms=8,
+                        label=f"IHDM (σ_B,max = {r.sigma_blur_max:g}, K = 100)")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xticks([0, 1, 4, 10, 20])
     ax.set_xticklabels(["0", "1", "4", "10", "20"])
@@ -283,14 +290,25 @@ def save_fd_vs_blur(records: list[Record], path: Path) -> Path:
                    "FD vs maximum blur at equal compute")
 
 
-def save_fd_vs_step(records: list[Record], path: Path) -> Path:
-    """FD of the EMA weights' samples against the training step, one line per model."""
+def save_fd_vs_step(arms: Arms, path: Path) -> Path:
+    """FD of the EMA weights' samples against the training step, one line per model and arm."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    for r in records:
-        ax.plot([e["step"] for e in r.evals], [e["fd"] for e in r.evals], "o-" if r.kind != "heat" else "s--", label=r.name)
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=110)
+    for style, (label, records) in zip(("-", ":", "-."), arms.items()):
+        for j, r in enumerate(records):
+            ax.plot([e["step"] for e in r.evals], [e["fd"] for e in r.evals], "s--" if r.kind == "heat" else f"o{style}",
+                    color="C3" if r.kind == "heat" else f"C{j if j < 3 else j + 1}",
+                    label=r.name if r.kind == "heat" else f"{r.name} ({label})")
     ax.set_yscale("log")
-    return _finish(fig, ax, path, "training step", "FD", "FD during training (same network, batch, steps)")
+    return _finish(fig, ax, path, "training step", "FD", "FD during training (same network, batch, steps)",
+                   legend_cols=len(arms))
+
+
+def load_arm(folder: Path) -> tuple[str, list[Record]]:
+    """(label, records) of a finished run's results.json."""
+    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    prediction = data["budget"].get("prediction", "eps")  # runs from before --prediction existed used eps
+    return f"{prediction}-prediction", [Record(**r) for r in data["records"]]
 
 
 def save_sample_panels(samples: dict[str, torch.Tensor], records: list[Record], path: Path, n: int = 36) -> Path:
@@ -397,8 +415,9 @@ def run_study(budget: Budget, out: Path, data_dir: str | None, only: list[str] |
         json.dumps({"budget": asdict(budget), "meta": meta, "records": [asdict(r) for r in records]}, indent=1) + "\n",
         encoding="utf-8",
     )
-    save_fd_vs_blur(records, out / "fd_vs_blur.png")
-    save_fd_vs_step(records, out / "fd_vs_step.png")
+    arms = {f"{budget.prediction}-prediction": records}
+    save_fd_vs_blur(arms, out / "fd_vs_blur.png")
+    save_fd_vs_step(arms, out / "fd_vs_step.png")
     save_sample_panels(final, records, out / "samples.png")
     print(write_table(records, budget, meta, out))
     return records
@@ -410,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: difflab's data dirs)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the script end to end in ~1 minute")
     parser.add_argument("--strips-only", action="store_true", help="only write forward_strips.png")
+    parser.add_argument("--replot", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="no training: redraw the FD figures of finished runs (e.g. an eps and a v arm) into --out")
     parser.add_argument("--only", nargs="*", help="train only these models (names as in the table)")
     parser.add_argument("--steps", type=int, help="override the training steps")
     parser.add_argument("--eval-every", type=int, help="override the evaluation interval")
@@ -417,6 +438,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="torch device for training and sampling (default cpu)")
     parser.add_argument("--prediction", choices=["eps", "v"], help="diffusion models' parameterisation (default eps)")
     args = parser.parse_args(argv)
+    if args.replot:
+        args.out.mkdir(parents=True, exist_ok=True)
+        arms = dict(load_arm(folder) for folder in args.replot)
+        print(save_fd_vs_blur(arms, args.out / "fd_vs_blur.png"), save_fd_vs_step(arms, args.out / "fd_vs_step.png"))
+        return
     if args.strips_only:
         args.out.mkdir(parents=True, exist_ok=True)
         print(save_forward_strips(load_images("test", args.data_dir)[0][:1], args.out / "forward_strips.png"))
