@@ -11,11 +11,20 @@ features of difflab's MNIST classifier (and NLL, where defined) during training.
 
 Outputs (``--out``, default ``docs/blur_study``): ``results.json``, ``table.md``,
 ``fd_vs_blur.png``, ``fd_vs_step.png``, ``samples.png``, ``forward_strips.png``; the
-markdown table is printed too.
+markdown table is printed too. ``--replot`` overlays finished runs (e.g. an eps- and a
+v-prediction arm) in one pair of FD figures without training anything.
 
-    OMP_NUM_THREADS=2 python benchmarks/blur_study.py            # the committed run (see docs/blur_study.md)
-    OMP_NUM_THREADS=1 python benchmarks/blur_study.py --quick --out /tmp/blur_quick   # smoke test
-    python benchmarks/blur_study.py --strips-only                # only the forward-process figure
+The committed runs (docs/blur_study.md; 1 CPU thread on a shared 2-core machine)::
+
+    OMP_NUM_THREADS=1 python benchmarks/blur_study.py --out docs/blur_study/eps
+    OMP_NUM_THREADS=1 python benchmarks/blur_study.py --out docs/blur_study/v --prediction v \
+        --only gaussian blur1 blur4 blur10 blur20
+    python benchmarks/blur_study.py --replot docs/blur_study/eps docs/blur_study/v --out docs/blur_study
+
+Smoke test and the forward-process figure alone::
+
+    OMP_NUM_THREADS=1 python benchmarks/blur_study.py --quick --out /tmp/blur_quick
+    python benchmarks/blur_study.py --strips-only
 """
 
 from __future__ import annotations
@@ -370,7 +379,7 @@ def write_table(records: list[Record], budget: Budget, meta: dict[str, Any], out
         nll = "n/a" if r.nll_bpd is None else f"{r.nll_bpd:.2f}"
         lines.append(
             f"| {r.name} | {r.kind} | {r.sigma_blur_max:g} | {e['fd']:.2f} | {e['kid']:.3g} ± {e['kid_std']:.2g} "
-            f"| {nll} | {np.mean(r.losses[-100:]):.4f} | {r.train_seconds:.0f} | {r.sample_seconds:.0f} |"
+            f"| {nll} | {np.mean(r.losses[-100:]):.3g} | {r.train_seconds:.0f} | {r.sample_seconds:.0f} |"
         )
     ref = meta["reference"]
     lines.append(f"| *{budget.n_eval} real test images* | data | – | {ref['fd']:.2f} | {ref['kid']:.3g} ± {ref['kid_std']:.2g} "
