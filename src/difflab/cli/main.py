@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "train",
     "sample": "sample",
     "demo": "demo",
+    "eval": "eval",
 }
 
 
