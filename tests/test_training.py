@@ -13,11 +13,11 @@ from difflab.training import (
     EMA,
     TrainConfig,
     Trainer,
-    generate,
     learning_rate,
     load_checkpoint,
     load_config,
     load_for_sampling,
+    sample_grid,
     shipped_configs,
 )
 from difflab.training.state import flatten, unflatten
@@ -197,9 +197,9 @@ def test_train_save_load_sample_is_identical(tmp_path):
     kwargs = dict(num=4, prediction="eps", steps=3, seed=7)
     shape = trainer.image_shape
     for use_ema, in_memory in ((True, trainer.ema.module), (False, trainer.unwrapped_model)):
-        expected, _ = generate(in_memory, trainer.process, shape, **kwargs)
+        expected, _ = sample_grid(in_memory.eval(), trainer.process, shape, **kwargs)
         model, process, loaded = load_for_sampling(run, use_ema=use_ema)
-        got, _ = generate(model, process, shape, **kwargs)
+        got, _ = sample_grid(model, process, shape, **kwargs)
         assert torch.equal(got, expected)
         assert loaded == config
     ckpt = load_checkpoint(run)
@@ -225,6 +225,6 @@ def test_class_conditional_training_with_label_dropout(tmp_path):
     x0, cond = trainer._batch(torch.arange(16))
     assert cond is not None and cond["class_labels"].shape == (16,)
     assert trainer.train()["steps"] == 2
-    x, labels = generate(trainer.ema.module, trainer.process, (1, 8, 8), num=12, prediction="eps", steps=2,
-                         num_classes=10)
+    x, labels = sample_grid(trainer.ema.module.eval(), trainer.process, (1, 8, 8), num=12, prediction="eps",
+                            steps=2, num_classes=10)
     assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and x.shape == (12, 1, 8, 8)
