@@ -197,6 +197,7 @@ def evaluate(
     batch_size: int = 250,
     ema: bool | None = None,
     num_classes: int | None = None,
+    clip_x0: float | None = 1.0,
     features: str | nn.Module | None = None,
     inception_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
@@ -217,6 +218,7 @@ def evaluate(
             or a module (see ``features.resolve_extractor``).
         ema: whether ``model`` holds EMA weights (recorded in the protocol).
         num_classes: for class-conditional models: sample with balanced labels.
+        clip_x0: clip the clean estimate while sampling (None for blurring processes).
 
     Returns:
         ``{"fd", "kid", "kid_std", "is", "is_std", "nfe"}`` (the requested ones) or
@@ -237,7 +239,8 @@ def evaluate(
         extractor = resolve_extractor(features, data.name.partition("/")[0], inception_weights=inception_weights)
         reference = make_reference(data, extractor, cache_dir=cache_dir)
         samples = generate(model, process, tuple(data.images.shape[1:]), num_samples=num_samples, sampler=sampler,
-                           steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes)
+                           steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes,
+                           clip_x0=clip_x0)
         result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": steps}
         protocol = Protocol(num_samples, seed, sampler, steps, ema, extractor.name, reference_name, prediction)
     return {**result, "protocol": asdict(protocol), "protocol_text": protocol.describe()}

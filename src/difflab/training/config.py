@@ -162,6 +162,9 @@ class EvalConfig:
     """A name in ``difflab.samplers.SAMPLERS``; deterministic DDIM makes the curve smooth."""
     steps: int = 50
     """Sampler steps (network evaluations per sample); 50 is the usual DDIM budget."""
+    clip_x0: float | None = 1.0
+    """Clip the clean estimate to [-clip_x0, clip_x0] while sampling; null for blurring
+    processes (as in ``run.sample``)."""
     seed: int = 0
     """Seeds the evaluation's own generators (noise, labels, KID subsets, NLL times): every
     evaluation of a run sees the same noise, and the training random streams are untouched."""
@@ -188,6 +191,8 @@ class EvalConfig:
         check_range("run.eval.num_samples", self.num_samples, 2, why="FD needs a covariance")
         check_choice("run.eval.sampler", self.sampler, sorted(SAMPLERS))
         check_range("run.eval.steps", self.steps, 1)
+        if self.clip_x0 is not None:
+            check_range("run.eval.clip_x0", self.clip_x0, 0.0, low_open=True)
         check_range("run.eval.seed", self.seed, 0, MAX_SEED)
         if self.features is not None:
             check_choice("run.eval.features", self.features, EXTRACTORS)

@@ -55,7 +55,7 @@ class PeriodicEvaluator:
         results = []
         if self.sample_metrics:
             results.append(evaluate(model, process, self.data, metrics=self.sample_metrics, num_samples=o.num_samples,
-                                    sampler=o.sampler, steps=o.steps, batch_size=o.batch_size,
+                                    sampler=o.sampler, steps=o.steps, clip_x0=o.clip_x0, batch_size=o.batch_size,
                                     num_classes=self.num_classes, features=self.extractor, **common))
         if "nll" in o.metrics:
             results.append(evaluate(model, process, self.data, metrics=("nll",), nll_examples=o.nll_examples, **common))
