@@ -67,7 +67,7 @@ def test_sample_without_ema_and_named_checkpoint_dir(tmp_path):
         (["--config", "digits-gauss", "run.eval.metrics=[fd,fid]"], "run.eval.metrics[1]='fid' is not allowed"),
         (["--config", "digits-gauss", "data.name=cifar10", "run.eval_every=1000"], "set run.eval.inception_weights to a local"),
         (["--config", "digits-gauss", "run.eval_every=1", "run.eval.features=mnist-cnn"], "'mnist-cnn' takes images of shape (1, 28, 28)"),
-        (["--config", "digits-gauss", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
+        (["--config", "digits-gauss", "run.eval_every=0", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
         ([], "pass --config FILE"),
         (["--config", "digits-gauss", "--resume", "/nonexistent/run"], "checkpoint /nonexistent/run does not exist"),
     ],
