@@ -183,3 +183,56 @@ def test_dae_process_config_round_trip_and_validation():
     assert build_process(p.config()) == p
     with pytest.raises(ConfigError, match="noise="):
         DAEDiffusion("cosine")  # type: ignore[arg-type]
+
+
+# --- the l-DAE objective --------------------------------------------------------------------------
+def ldae_setup():
+    from difflab.objectives import ldae_loss
+
+    x0 = correlated_images(6, 3, 8, 8, seed=5)
+    pca = PatchPCA.fit(correlated_images(32, 3, 8, 8), patch_size=4, components=6)
+    t = torch.linspace(0.1, 0.9, 6, dtype=torch.float64)
+    noise = torch.randn(pca.latent_shape(tuple(x0.shape)), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    return ldae_loss, x0, pca, t, noise
+
+
+def test_ldae_loss_is_zero_for_the_oracle_in_every_space():
+    ldae_loss, x0, pca, t, noise = ldae_setup()
+    oracles = {"latent": lambda u, tt: pca.encode(x0), "inverse_pca": lambda z, tt: pca.decode(pca.encode(x0)),
+               "image": lambda z, tt: x0}
+    for space, oracle in oracles.items():
+        loss = ldae_loss(oracle, DAEDiffusion(), pca, x0, space=space, t=t, noise=noise)
+        assert loss.shape == (6,) and torch.allclose(loss, torch.zeros((), dtype=torch.float64), atol=1e-20)
+
+
+def test_ldae_image_loss_weights_the_pca_residual_as_eq4():
+    ldae_loss, x0, pca, t, noise = ldae_setup()
+    seen = {}
+
+    def model(z, tt):
+        seen["input"] = z
+        return torch.zeros_like(z)
+
+    full = ldae_loss(model, DAEDiffusion(), pca, x0, space="image", weighting="uniform", residual_weight=1.0,
+                     t=t, noise=noise)
+    assert torch.allclose(full, x0.pow(2).flatten(1).mean(1))  # Parseval: the full basis is orthonormal
+    kept = ldae_loss(model, DAEDiffusion(), pca, x0, space="image", weighting="uniform", residual_weight=0.0,
+                     t=t, noise=noise)
+    coords = pca.full_coordinates(x0)[:, :6]
+    assert torch.allclose(kept, coords.pow(2).flatten(1).sum(1) / x0[0].numel())
+    # The network sees the noisy latent projected back to pixels: a point of the PCA subspace.
+    assert torch.allclose(pca.decode(pca.encode(seen["input"])), seen["input"], atol=1e-10)
+    weighted = ldae_loss(model, DAEDiffusion(), pca, x0, space="image", t=t, noise=noise)
+    assert torch.allclose(weighted, (1 - t) * ldae_loss(model, DAEDiffusion(), pca, x0, space="image",
+                                                        weighting="uniform", t=t, noise=noise))
+
+
+def test_dae_weight_is_gamma2_or_inverse_one_plus_sigma2():
+    from difflab.objectives import dae_weight
+
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    a, s = DAEDiffusion("linear_gamma2").alpha_sigma(t, (2, 1))
+    assert torch.allclose(dae_weight(a, s).flatten(), 1 - t)
+    a, s = DAEDiffusion("linear_sigma").alpha_sigma(t, (2, 1))
+    assert torch.allclose(dae_weight(a, s).flatten(), 1 / (1 + 2 * t**2))
