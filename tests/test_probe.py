@@ -101,3 +101,16 @@ def test_baseline_features():
     cov = (f_tr.T @ f_tr).double()
     assert torch.allclose(cov - torch.diag(torch.diagonal(cov)), torch.zeros(5, 5, dtype=torch.float64), atol=1e-3)
     assert torch.all(torch.diagonal(cov)[:-1] >= torch.diagonal(cov)[1:])
+
+
+def test_random_network_is_a_redrawn_copy():
+    from difflab.evaluation.probe import random_network
+
+    net = ViT(ViTConfig(in_channels=1, patch_size=4, dim=32, encoder_depth=1, decoder_depth=1, num_heads=2))
+    a, b = random_network(net, seed=3), random_network(net, seed=3)
+    for (name, p), q, r in zip(a.named_parameters(), b.parameters(), net.parameters(), strict=True):
+        assert torch.equal(p, q)  # deterministic in the seed
+        if p.ndim > 1:
+            assert not torch.equal(p, r) and abs(float(p.detach().std()) * p[0].numel() ** 0.5 - 1) < 0.35, name
+    x = torch.randn(4, 1, 8, 8)
+    assert not torch.allclose(extract_features(a, x), extract_features(net, x))  # blocks no longer the identity

@@ -17,6 +17,7 @@ l-DAE (Chen et al. 2024, App. A), here with a closed-form-friendly classifier in
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -173,3 +174,17 @@ def pca_features(train_images: torch.Tensor, test_images: torch.Tensor, dim: int
     k = min(dim, x_tr.shape[0], x_tr.shape[1])
     _, _, vh = torch.linalg.svd(x_tr - mean, full_matrices=False)  # rows of vh: principal directions
     return ((x_tr - mean) @ vh[:k].T).float(), ((x_te - mean) @ vh[:k].T).float()
+
+
+def random_network(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every weight matrix / kernel redrawn from N(0, 1 / fan-in) and every
+    bias and norm parameter kept: the "randomly initialised network of the same architecture"
+    baseline. Zero-initialised layers (adaLN-Zero, ADM's zero_module) are redrawn too, otherwise
+    their blocks would be the identity and the baseline would not be random features."""
+    clone = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in clone.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * p[0].numel() ** -0.5)
+    return clone.eval()
