@@ -39,7 +39,7 @@ from sklearn.model_selection import train_test_split
 
 import difflab
 from difflab.data import load_dataset
-from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features
+from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features, random_network
 from difflab.nn import AutoencoderConfig, ConvAutoencoder, ViT, ViTConfig, fit_autoencoder
 from difflab.objectives import diffusion_loss, ldae_loss
 from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, PatchPCA, build_process
@@ -91,6 +91,7 @@ class Study:
     probe_test: tuple[torch.Tensor, torch.Tensor]
     pretrain_labels: torch.Tensor
     pca: PatchPCA | None = None
+    deadline: float = float("inf")  # time.perf_counter() after which remaining models are skipped
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,19 +202,9 @@ def baselines(study: Study, dim: int) -> dict[str, Any]:
     out[f"pca{dim}"] = probe(pca_tr, y_tr, pca_te, y_te)
     enc = [study.pca.encode(x).flatten(1) for x in (x_tr, x_te)]  # type: ignore[union-attr]
     out["patch_pca_latent"] = probe(enc[0], y_tr, enc[1], y_te)
-    random_vit = vit_for(study, "image", 0)
-    out["random_vit"] = probe_network(study, randomise(random_vit), "image", study.pca)
+    random_vit = random_network(vit_for(study, "image", 0), seed=1)
+    out["random_vit"] = probe_network(study, random_vit, "image", study.pca)
     return out
-
-
-def randomise(net: ViT) -> ViT:
-    """Random weights everywhere, including the adaLN-Zero layers (else every block is the identity)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim > 1:  # weights, scaled by 1 / sqrt(fan-in)
-                p.copy_(torch.randn(p.shape, generator=g) * p[0].numel() ** -0.5)
-    return net
 
 
 # --- generation ------------------------------------------------------------------------------------
@@ -240,6 +231,15 @@ class FDFeatures:
         return ((images.flatten(1).double() - self.mean) @ self.basis.T).numpy()
 
 
+def over_budget(study: Study, what: str) -> bool:
+    """True (and the item is recorded as skipped) once the study's wall-clock deadline has passed."""
+    if time.perf_counter() < study.deadline:
+        return False
+    study.results.setdefault("skipped_over_budget", []).append(what)
+    print(f"[{study.name}] over budget: skipping {what}", flush=True)
+    return True
+
+
 def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
     """Pixel-space vs latent (patch-PCA, KL-VAE) diffusion at equal training steps: FD of samples."""
     gcfg, x = study.cfg["generation"], study.pretrain
@@ -261,6 +261,8 @@ def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
                            "data": {"fd": frechet_distance(features(study.pretrain[: len(reference)]), features(reference))}}
     process = build_process({"kind": "gaussian", "schedule": "cosine"})
     for name, tok in tokenizers.items():
+        if over_budget(study, f"generation {name}"):
+            continue
         out[name] = generate_with(study, name, tok, process, steps, n, features, reference)
     return out
 
@@ -291,9 +293,13 @@ def generate_with(study: Study, name: str, tok: Any, process: DiagonalGaussianPr
 
 
 # --- the study --------------------------------------------------------------------------------------
-def run_study(name: str, quick: bool, steps: int | None, rows: list[str]) -> Study:
+def run_study(name: str, quick: bool, steps: int | None, rows: list[str], deadline: float,
+              samples: int | None) -> Study:
     cfg = yaml.safe_load((ROOT / "configs" / f"ldae-{name}.yaml").read_text())
+    if samples:
+        cfg["generation"]["samples"] = samples
     study = load_study(name, cfg, quick)
+    study.deadline = deadline
     steps = steps or (20 if quick else cfg["optim"]["steps"])
     tok = cfg["tokenizer"]
     start = time.perf_counter()
@@ -306,7 +312,7 @@ def run_study(name: str, quick: bool, steps: int | None, rows: list[str]) -> Stu
     study.results["steps"] = steps
     study.results["roadmap"] = {}
     for step in ROADMAP:
-        if step.name not in rows:
+        if step.name not in rows or over_budget(study, step.name):
             continue
         process = build_process(step.process)
         net = vit_for(study, step.space, study.pca.components, step.class_cond)
@@ -346,7 +352,7 @@ def markdown(studies: list[Study]) -> str:
                       f"{gen['data']['fd']:.2f})", "",
                       "| space | latent shape | FD (lower is better) | tokenizer recon. FD | train s | sample s |",
                       "|---|---|---|---|---|---|"]
-            for key in ("pixel", "patch_pca", "kl_vae"):
+            for key in [k for k in ("pixel", "patch_pca", "kl_vae") if k in gen]:
                 e = gen[key]
                 lines.append(f"| {key} | {tuple(e['latent_shape'])} | {e['fd']:.2f} | "
                              f"{e['tokenizer_reconstruction_fd']:.2f} | {e['train_seconds']:.0f} | "
@@ -416,8 +422,8 @@ def denoising_figure(s: Study, path: Path, plt: Any) -> None:
 
 def samples_figure(s: Study, path: Path, plt: Any) -> None:
     samples = s.results["_samples"]
-    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.3))
-    for ax, (name, images) in zip(axes, samples.items(), strict=True):
+    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.3), squeeze=False)
+    for ax, (name, images) in zip(axes[0], samples.items(), strict=True):
         grid = images[:36].reshape(6, 6, *images.shape[1:]).permute(2, 0, 3, 1, 4)  # (C, 6, H, 6, W)
         grid = grid.reshape(images.shape[1], 6 * images.shape[2], 6 * images.shape[3])
         ax.imshow(to_image(grid), cmap="gray", vmin=0, vmax=1)
@@ -436,12 +442,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: the config's)")
     parser.add_argument("--quick", action="store_true", help="tiny data and 20 steps: a smoke test")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--budget-minutes", type=float, default=39.0,
+                        help="wall-clock budget of the whole study; models not started by then are skipped")
+    parser.add_argument("--samples", type=int, default=None, help="generated images per model (default: config)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ldae")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    studies = [run_study(name, args.quick, args.steps, args.rows) for name in args.datasets]
+    deadline = start + 60.0 * args.budget_minutes
+    studies = [run_study(name, args.quick, args.steps, args.rows, deadline, args.samples) for name in args.datasets]
     table = markdown(studies)
     print(table)
     report = {s.name: {k: v for k, v in s.results.items() if not k.startswith("_")} for s in studies}
@@ -450,6 +460,7 @@ def main() -> None:
             entry.pop("losses", None)
     report["total_seconds"] = time.perf_counter() - start
     report["threads"] = args.threads
+    report["budget_minutes"] = args.budget_minutes
     (args.out / "roadmap.json").write_text(json.dumps(report, indent=2))
     (args.out / "roadmap.md").write_text(table + f"\nTotal wall time {report['total_seconds'] / 60:.1f} min "
                                          f"on {args.threads} CPU thread(s).\n")
