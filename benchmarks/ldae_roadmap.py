@@ -11,7 +11,7 @@ pixel-space diffusion at equal training steps, by Frechet distance (FD).
 Data: MNIST (../shared/data/mnist: pretraining and probe-train images from the train split,
 probe-test from the test split) and the CIFAR-10 test split (../shared/data/cifar10/
 cifar10_test.npz), divided into a stratified probe-train part (also the unlabelled pretraining
-set) and a probe-test part that no model sees before testing. Settings: configs/ldae-*.yaml.
+set) and a probe-test part that no model sees before testing. Settings: configs/ldae/ldae-*.yaml.
 
 Usage::
 
@@ -295,7 +295,7 @@ def generate_with(study: Study, name: str, tok: Any, process: DiagonalGaussianPr
 # --- the study --------------------------------------------------------------------------------------
 def run_study(name: str, quick: bool, steps: int | None, rows: list[str], deadline: float,
               samples: int | None) -> Study:
-    cfg = yaml.safe_load((ROOT / "configs" / f"ldae-{name}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "configs" / "ldae" / f"ldae-{name}.yaml").read_text())
     if samples:
         cfg["generation"]["samples"] = samples
     study = load_study(name, cfg, quick)
