@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from difflab.evaluation.probe import (
     probe_layers,
 )
 from difflab.nn import ViT, ViTConfig, build_network
+from difflab.processes import PatchPCA, save_tokenizer
 
 
 def separable(n: int, dim: int = 12, classes: int = 4, flip: float = 0.0, seed: int = 0):
@@ -114,3 +117,63 @@ def test_random_network_is_a_redrawn_copy():
             assert not torch.equal(p, r) and abs(float(p.detach().std()) * p[0].numel() ** 0.5 - 1) < 0.35, name
     x = torch.randn(4, 1, 8, 8)
     assert not torch.allclose(extract_features(a, x), extract_features(net, x))  # blocks no longer the identity
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+def save_tiny_checkpoint(directory, network: dict, process: dict, prediction: str = "eps"):
+    from difflab.nn import network_from_dict
+    from difflab.training.checkpoint import save_checkpoint
+    from difflab.training.config import TrainConfig
+
+    config = TrainConfig.from_dict({"data": {"name": "digits"}, "process": process, "network": network,
+                                    "objective": {"prediction": prediction}, "optim": {"steps": 1}})
+    model = network_from_dict(config.network, seed=0)
+    return save_checkpoint(directory, config=config, model=model, ema_model=model, step=0,
+                           training_state={"image_shape": [1, 8, 8]})
+
+
+def run_cli(argv):
+    from difflab.cli.main import main
+
+    return main(argv)
+
+
+def test_cli_probe_reports_model_and_baselines_for_a_unet(tmp_path, capsys):
+    ckpt = save_tiny_checkpoint(tmp_path / "unet", {"kind": "unet", "in_channels": 1, "base_channels": 16,
+                                                    "channel_mult": [1, 2], "num_res_blocks": 1,
+                                                    "attention_resolutions": [], "resolution": 8,
+                                                    "norm_groups": 8, "head_channels": 16},
+                                {"kind": "gaussian"})
+    out_json = tmp_path / "probe.json"
+    assert run_cli(["probe", "--checkpoint", str(ckpt), "--t", "0.2", "--n-train", "400", "--n-test", "300",
+                    "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "input noised by the checkpoint's process at t=0.2" in text and "C=" in text
+    result = json.loads(out_json.read_text())
+    assert set(result) == {"model", "pixels", "pca32", "random_init", "settings"}
+    assert result["model"]["dim"] == 32 and result["pixels"]["accuracy"] > 0.85
+
+
+def test_cli_probe_uses_a_saved_tokenizer_for_ldae_and_latent_networks(tmp_path, capsys):
+    from difflab.data import load_dataset
+
+    pca = PatchPCA.fit(load_dataset("digits").images, patch_size=4, components=3)
+    vit = {"kind": "vit", "patch_size": 4, "dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2}
+    image_ckpt = save_tiny_checkpoint(tmp_path / "ldae", {**vit, "in_channels": 1}, {"kind": "dae"}, "x0")
+    latent_ckpt = save_tiny_checkpoint(tmp_path / "latent", {**vit, "in_channels": 3, "patch_size": 1},
+                                       {"kind": "dae"}, "x0")
+    for ckpt, mode in ((image_ckpt, "image"), (latent_ckpt, "latent")):
+        save_tokenizer(pca, ckpt / "tokenizer")
+        assert run_cli(["probe", "--checkpoint", str(ckpt), "--t", "0.01", "--clean-input", "--n-train", "200",
+                        "--n-test", "100", "--no-baselines"]) == 0
+        text = capsys.readouterr().out
+        assert f"network input: {mode}" in text and "| model | 16 |" in text
+
+
+def test_cli_probe_rejects_bad_arguments(tmp_path, capsys):
+    ckpt = save_tiny_checkpoint(tmp_path / "c", {"kind": "vit", "in_channels": 1, "dim": 16, "num_heads": 2,
+                                                 "encoder_depth": 1, "decoder_depth": 1}, {"kind": "gaussian"})
+    assert run_cli(["probe", "--checkpoint", str(ckpt), "--t", "1.5"]) == 2
+    assert "--t=1.5 must be in [0, 1]" in capsys.readouterr().err
+    assert run_cli(["probe", "--checkpoint", str(ckpt), "--layer", "7"]) == 2
+    assert "out of range" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from difflab.errors import DifflabError
 SUBCOMMANDS: dict[str, str] = {
     "train": "train",
     "sample": "sample",
+    "probe": "probe",
 }
 
 
