@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
 import yaml
 from sklearn.model_selection import train_test_split
 
 import difflab
 from difflab.data import load_dataset
+from difflab.evaluation import EXTRACTORS, extract, frechet_distance, make_extractor
 from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features, random_network
 from difflab.nn import AutoencoderConfig, ConvAutoencoder, ViT, ViTConfig, fit_autoencoder
 from difflab.objectives import diffusion_loss, ldae_loss
@@ -208,17 +208,9 @@ def baselines(study: Study, dim: int) -> dict[str, Any]:
 
 
 # --- generation ------------------------------------------------------------------------------------
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (Heusel et al. 2017)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = scipy.linalg.sqrtm(s_a @ s_b).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2.0 * root))
-
-
-class FDFeatures:
-    """FD feature space: the top-64 principal components of the real reference images' pixels
-    (a fixed, label-free substitute for Inception features on a CPU budget)."""
+class PCAFeatures:
+    """FD feature space without a trained extractor: the top-64 principal components of the real
+    reference images' pixels (a fixed, label-free stand-in for Inception features on CIFAR-10)."""
 
     description = "FD on the top-64 principal components of the reference images' pixels"
 
@@ -227,8 +219,25 @@ class FDFeatures:
         self.mean = x.mean(0)
         self.basis = torch.linalg.svd(x - self.mean, full_matrices=False)[2][:dim]
 
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        return ((images.flatten(1).double() - self.mean) @ self.basis.T).numpy()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.flatten(1).double() - self.mean) @ self.basis.T
+
+
+class ClassifierFeatures:
+    """FD on the penultimate features of the classifier difflab ships for the dataset
+    (``difflab.evaluation``: "mnist-cnn"), the MNIST stand-in for Inception."""
+
+    def __init__(self, dataset: str) -> None:
+        self.extractor = make_extractor(f"{dataset}-cnn")
+        self.description = f"FD on the shipped {dataset}-cnn classifier's features (difflab.evaluation)"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return extract(self.extractor, images)[0]
+
+
+def fd_features(dataset: str, reference: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The shipped classifier's features where one exists (MNIST), else PCA-64 of pixels (CIFAR-10)."""
+    return ClassifierFeatures(dataset) if f"{dataset}-cnn" in EXTRACTORS else PCAFeatures(reference)
 
 
 def over_budget(study: Study, what: str) -> bool:
@@ -244,7 +253,7 @@ def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
     """Pixel-space vs latent (patch-PCA, KL-VAE) diffusion at equal training steps: FD of samples."""
     gcfg, x = study.cfg["generation"], study.pretrain
     reference = study.probe_test[0]
-    features = FDFeatures(reference)
+    features = fd_features(study.name, reference)
     pca = PatchPCA.fit(x, patch_size=study.cfg["tokenizer"]["patch_size"], components=gcfg["components"],
                        max_patches=200_000, generator=torch.Generator().manual_seed(0))
     tokenizers: dict[str, Any] = {"pixel": None, "patch_pca": pca}
@@ -256,7 +265,7 @@ def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
     vae_seconds = time.perf_counter() - start
     tokenizers["kl_vae"] = vae.requires_grad_(False)
     n = 64 if quick else gcfg["samples"]
-    out: dict[str, Any] = {"fd_features": features.description, "reference_images": len(reference),
+    out: dict[str, Any] = {"fd_features": features.description,  # type: ignore[attr-defined] "reference_images": len(reference),
                            "samples": n, "sampler": f"ddim, {gcfg['sampler_steps']} steps", "vae_fit_seconds": vae_seconds,
                            "data": {"fd": frechet_distance(features(study.pretrain[: len(reference)]), features(reference))}}
     process = build_process({"kind": "gaussian", "schedule": "cosine"})
@@ -268,7 +277,7 @@ def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
 
 
 def generate_with(study: Study, name: str, tok: Any, process: DiagonalGaussianProcess, steps: int, n: int,
-                  features: FDFeatures, reference: torch.Tensor) -> dict[str, Any]:
+                  features: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor) -> dict[str, Any]:
     """Train an eps-prediction ViT on pixels or on ``tok``'s latents, sample n images, measure FD."""
     x = study.pretrain
     space = "pixel" if tok is None else "latent_eps"
