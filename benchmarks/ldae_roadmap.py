@@ -265,9 +265,12 @@ def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
     vae_seconds = time.perf_counter() - start
     tokenizers["kl_vae"] = vae.requires_grad_(False)
     n = 64 if quick else gcfg["samples"]
-    out: dict[str, Any] = {"fd_features": features.description,  # type: ignore[attr-defined] "reference_images": len(reference),
-                           "samples": n, "sampler": f"ddim, {gcfg['sampler_steps']} steps", "vae_fit_seconds": vae_seconds,
-                           "data": {"fd": frechet_distance(features(study.pretrain[: len(reference)]), features(reference))}}
+    real_fd = frechet_distance(features(study.pretrain[: len(reference)]), features(reference))
+    out: dict[str, Any] = {
+        "fd_features": features.description,  # type: ignore[attr-defined]
+        "reference_images": len(reference), "samples": n, "sampler": f"ddim, {gcfg['sampler_steps']} steps",
+        "vae_fit_seconds": vae_seconds, "data": {"fd": real_fd},
+    }
     process = build_process({"kind": "gaussian", "schedule": "cosine"})
     for name, tok in tokenizers.items():
         if over_budget(study, f"generation {name}"):
@@ -411,9 +414,9 @@ def denoising_figure(s: Study, path: Path, plt: Any) -> None:
     x = s.probe_test[0][:6]
     process = build_process({"kind": "dae", "noise": "linear_sigma"})
     t = torch.full((6,), 0.4)
-    u_t = process.diffuse(s.pca.encode(x), t, torch.randn(s.pca.latent_shape(tuple(x.shape)),  # type: ignore[union-attr]
-                                                            generator=torch.Generator().manual_seed(0)))
-    noisy = s.pca.decode(u_t)  # type: ignore[union-attr]
+    pca: PatchPCA = s.pca  # type: ignore[assignment]
+    eps = torch.randn(pca.latent_shape(tuple(x.shape)), generator=torch.Generator().manual_seed(0))
+    noisy = pca.decode(process.diffuse(pca.encode(x), t, eps))
     with torch.no_grad():
         pred = net(noisy, t)
     fig, axes = plt.subplots(3, 6, figsize=(9, 4.8))

@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, ckpt: Any, how: str, mode: str, results: dict[str, Any]) -> None:
     layer = "default (ViT encoder output / UNet bottleneck)" if args.layer is None else str(args.layer)
-    noise = "clean input" if args.clean_input or args.t == 0 else f"input noised by the checkpoint's process at t={args.t:g}"
+    noised = f"input noised by the checkpoint's process at t={args.t:g}"
+    noise = "clean input" if args.clean_input or args.t == 0 else noised
     print(f"checkpoint {ckpt.path} (step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
     print(f"data: {how}")
     print(f"features: layer {layer}, average-pooled, t={args.t:g}, {noise}; network input: {mode}")

@@ -163,7 +163,9 @@ class ConvAutoencoder(nn.Module):
             raise CheckpointError(f"autoencoder config {config} does not match this difflab ({err})") from err
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:
-            raise CheckpointError(f"autoencoder weights do not match its config: missing {missing}, unexpected {unexpected}")
+            raise CheckpointError(
+                f"autoencoder weights do not match its config: missing {missing}, unexpected {unexpected}"
+            )
         return model.eval()
 
 
