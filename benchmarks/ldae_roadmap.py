@@ -42,7 +42,7 @@ from difflab.evaluation import EXTRACTORS, extract, frechet_distance, make_extra
 from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features, random_network
 from difflab.nn import AutoencoderConfig, ConvAutoencoder, ViT, ViTConfig, fit_autoencoder
 from difflab.objectives import diffusion_loss, ldae_loss
-from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, PatchPCA, build_process
+from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, PatchPCA, build_process, save_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,8 +305,26 @@ def generate_with(study: Study, name: str, tok: Any, process: DiagonalGaussianPr
 
 
 # --- the study --------------------------------------------------------------------------------------
+def save_step(directory: Path, study: Study, step: Step, net: ViT, steps: int) -> Path:
+    """A Trainer-format checkpoint of one roadmap model, with its PCA tokenizer in ``tokenizer/``,
+    so that ``difflab probe --checkpoint DIRECTORY`` can read it."""
+    from difflab.nn import config_to_dict
+    from difflab.training.checkpoint import save_checkpoint
+    from difflab.training.config import TrainConfig
+
+    prediction = "eps" if step.space in ("pixel", "latent_eps") else "x0"
+    config = TrainConfig.from_dict({"data": {"name": study.name}, "process": step.process,
+                                    "network": config_to_dict(net.config), "objective": {"prediction": prediction},
+                                    "optim": {"steps": steps}, "run": {"out_dir": str(directory)}})
+    path = save_checkpoint(directory, config=config, model=net, ema_model=net, step=steps,
+                           training_state={"image_shape": list(study.pretrain.shape[1:])})
+    if step.space != "pixel":
+        save_tokenizer(study.pca, path / "tokenizer")  # type: ignore[arg-type]
+    return path
+
+
 def run_study(name: str, quick: bool, steps: int | None, rows: list[str], deadline: float,
-              samples: int | None) -> Study:
+              samples: int | None, save_dir: Path | None = None) -> Study:
     cfg = yaml.safe_load((ROOT / "configs" / "ldae" / f"ldae-{name}.yaml").read_text())
     if samples:
         cfg["generation"]["samples"] = samples
@@ -336,6 +354,8 @@ def run_study(name: str, quick: bool, steps: int | None, rows: list[str], deadli
         print(f"[{name}] {step.name:12s} acc {entry['accuracy']:.4f}  train {log['seconds']:.0f}s", flush=True)
         if step.name == "ldae":
             study.results["_ldae_net"] = net
+        if save_dir is not None:
+            save_step(save_dir / f"{name}-{step.name}", study, step, net, steps)
     study.results["baselines"] = baselines(study, cfg["network"]["dim"])
     print(f"[{name}] baselines " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in study.results["baselines"].items()))
     if "generation" in rows:
@@ -457,13 +477,16 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=39.0,
                         help="wall-clock budget of the whole study; models not started by then are skipped")
     parser.add_argument("--samples", type=int, default=None, help="generated images per model (default: config)")
+    parser.add_argument("--save-checkpoints", type=Path, default=None,
+                        help="save every roadmap model here as DIR/<dataset>-<step> (for `difflab probe`)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ldae")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     deadline = start + 60.0 * args.budget_minutes
-    studies = [run_study(name, args.quick, args.steps, args.rows, deadline, args.samples) for name in args.datasets]
+    studies = [run_study(name, args.quick, args.steps, args.rows, deadline, args.samples, args.save_checkpoints)
+               for name in args.datasets]
     table = markdown(studies)
     print(table)
     report = {s.name: {k: v for k, v in s.results.items() if not k.startswith("_")} for s in studies}
