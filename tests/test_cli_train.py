@@ -30,7 +30,8 @@ def test_train_then_sample_writes_a_valid_png(tmp_path, capsys):
     assert [r["step"] for r in lines] == [1, 2, 3]
 
     grid, npz = tmp_path / "grid.png", tmp_path / "s.npz"
-    args = ["sample", "--checkpoint", str(out), "--steps", "4", "--num", "9", "--seed", "1", "--out", str(grid)]
+    args = ["sample", "--checkpoint", str(out), "--sampler", "ddim", "--steps", "4", "--num", "9", "--seed", "1",
+            "--out", str(grid)]
     assert main([*args, "--npz", str(npz), "--eta", "1.0"]) == 0
     with Image.open(grid) as image:
         image.verify()

@@ -42,7 +42,8 @@ def tiny_config(tmp_path, *extra: str) -> TrainConfig:
 # --- config -------------------------------------------------------------------------------
 
 def test_config_roundtrip_through_yaml(tmp_path):
-    config = load_config("digits-blur", ["optim.lr=3e-4", "run.sample.eta=0.5", "network.channel_mult=[1,2]"])
+    config = load_config("digits-blur", ["optim.lr=3e-4", "run.sample.sampler=ddim", "run.sample.eta=0.5",
+                                         "network.channel_mult=[1,2]"])
     assert config.optim.lr == 3e-4 and config.run.sample.eta == 0.5
     assert config.network["channel_mult"] == (1, 2)
     path = tmp_path / "saved.yaml"
