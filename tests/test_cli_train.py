@@ -30,7 +30,8 @@ def test_train_then_sample_writes_a_valid_png(tmp_path, capsys):
     assert [r["step"] for r in lines] == [1, 2, 3]
 
     grid, npz = tmp_path / "grid.png", tmp_path / "s.npz"
-    args = ["sample", "--checkpoint", str(out), "--steps", "4", "--num", "9", "--seed", "1", "--out", str(grid)]
+    args = ["sample", "--checkpoint", str(out), "--sampler", "ddim", "--steps", "4", "--num", "9", "--seed", "1",
+            "--out", str(grid)]
     assert main([*args, "--npz", str(npz), "--eta", "1.0"]) == 0
     with Image.open(grid) as image:
         image.verify()
@@ -63,7 +64,10 @@ def test_sample_without_ema_and_named_checkpoint_dir(tmp_path):
         (["--config", "digits-gauss", "network.kind=mlp"], "unknown network option(s) ['attention_resolutions'"),
         (["--config", "digits-gauss", "network.num_classes=4"], "network.num_classes=4 but digits/train has 10"),
         (["--config", "digits-gauss", "optim.batch_size=5000"], "batch_size=5000 must be between 1 and"),
-        (["--config", "digits-gauss", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
+        (["--config", "digits-gauss", "run.eval.metrics=[fd,fid]"], "run.eval.metrics[1]='fid' is not allowed"),
+        (["--config", "digits-gauss", "data.name=cifar10", "run.eval_every=1000"], "set run.eval.inception_weights to a local"),
+        (["--config", "digits-gauss", "run.eval_every=1", "run.eval.features=mnist-cnn"], "'mnist-cnn' takes images of shape (1, 28, 28)"),
+        (["--config", "digits-gauss", "run.eval_every=0", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
         ([], "pass --config FILE"),
         (["--config", "digits-gauss", "--resume", "/nonexistent/run"], "checkpoint /nonexistent/run does not exist"),
     ],

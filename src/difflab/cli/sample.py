@@ -67,7 +67,7 @@ def heat_sampler_options(process: Any, prior_path: str | Path) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     from difflab.training.checkpoint import load_checkpoint
     from difflab.evaluation.figures import save_image_grid
-    from difflab.training.sampling import generate, save_samples_npz
+    from difflab.training.sampling import sample_grid, save_samples_npz
 
     device = check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
@@ -75,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
     model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
     options = heat_sampler_options(ckpt.process, args.prior or ckpt.path.parent.parent / "prior.safetensors")
     clip = s.clip_x0 if args.clip_x0 is None else (args.clip_x0 if args.clip_x0 > 0 else None)
-    x, labels = generate(
+    x, labels = sample_grid(
         model, ckpt.process, tuple(ckpt.training_state["image_shape"]),
         num=args.num or s.num, prediction=ckpt.config.objective.prediction,
         sampler=args.sampler or s.sampler, steps=args.steps or s.steps, seed=args.seed,
         eta=s.eta if args.eta is None else args.eta, clip_x0=clip,
-        num_classes=ckpt.config.network.get("num_classes"), device=device, **options,
+        num_classes=ckpt.config.network.get("num_classes"), **options,
     )
     out = save_image_grid(x, Path(args.out))
     print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
