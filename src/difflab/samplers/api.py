@@ -13,11 +13,16 @@ from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
 from difflab.samplers.grids import time_grid
+from difflab.samplers.heat import sample_heat
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
+    "ihdm": sample_heat,
 }
+# Samplers that drive the model themselves, ``fn(model, process, shape, *, steps, generator,
+# noise, return_trajectory, cond, device, dtype, **options)``: IHDM predicts the next level.
+MODEL_SAMPLERS: set[str] = {"ihdm"}
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
@@ -26,7 +31,8 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-    shared = {"denoise", "process", "u", "ts", "generator", "callback"}
+    shared = {"denoise", "model", "process", "u", "ts", "shape", "steps", "generator", "callback", "noise",
+              "return_trajectory", "cond", "device", "dtype"}
     allowed = [p for p in inspect.signature(fn).parameters if p not in shared]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -75,6 +81,9 @@ def sample(
     _check_options(sampler, fn, sampler_options)
     if noise is not None and tuple(noise.shape) != tuple(shape):
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
+    if sampler in MODEL_SAMPLERS:
+        return fn(model, process, tuple(shape), steps=steps, generator=generator, noise=noise,
+                  return_trajectory=return_trajectory, cond=cond, device=device, dtype=dtype, **sampler_options)
     ts = time_grid(grid, steps)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []
