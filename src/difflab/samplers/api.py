@@ -34,9 +34,15 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "unipc": sample_unipc,
 }
 DEFAULT_SAMPLER = "dpmpp_2m"
-# grid="auto": the best grid per sampler on the Gaussian-data benchmark (docs/samplers.md).
-AUTO_GRIDS: dict[str, str] = {}
-AUTO_GRID_FALLBACK = "logsnr"
+# grid="auto": the grid with the lowest W2 at 10-20 NFE on the Gaussian-data benchmark
+# (benchmarks/samplers.py, docs/samplers.md), per process kind, with per-sampler exceptions.
+AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
+AUTO_GRID_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("gaussian", "ddim"): "quadratic",
+    ("gaussian", "euler"): "quadratic",
+    ("blurring", "unipc"): "logsnr",
+}
+AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
@@ -46,7 +52,8 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
 
 def auto_grid(sampler: str, process: DiagonalGaussianProcess) -> str:
     """The grid ``grid="auto"`` picks for this sampler and process (see docs/samplers.md)."""
-    return AUTO_GRIDS.get(sampler, AUTO_GRID_FALLBACK)
+    kind = getattr(process, "kind", "")
+    return AUTO_GRID_EXCEPTIONS.get((kind, sampler), AUTO_GRIDS.get(kind, AUTO_GRID_FALLBACK))
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:

@@ -2,25 +2,30 @@
 
 Every process here is ``u_t = alpha_t u_0 + sigma_t eps`` with alpha_t per coefficient, so
 the probability-flow ODE (Song et al. 2021) decouples coefficient by coefficient except
-through the denoiser. Two changes of variables make it simple; both work elementwise, so one
-code path serves Gaussian diffusion (scalar alpha) and blurring diffusion (one alpha, hence
-one logSNR, per frequency):
+through the denoiser. In ``lambda = log(alpha / sigma)`` (half the logSNR, Lu et al.'s lambda;
+each coefficient has its own) its exact solution from t to s is (Lu et al. 2022b,
+"DPM-Solver++", Eq. 9)::
 
-- In ``y = u / alpha`` and ``s = sigma / alpha`` (the "EDM" variables of Karras et al. 2022)
-  the ODE is ``dy/ds = eps_hat(y, s)``: Euler and Heun integrate this.
-- In ``lambda = log(alpha / sigma)`` (half the logSNR, Lu et al.'s lambda; each coefficient has
-  its own), the exact solution from t to s is (Lu et al. 2022b, "DPM-Solver++", Eq. 9)::
+    u_s = (sigma_s / sigma_t) u_t + sigma_s * int_{lambda_t}^{lambda_s} e^lambda x0_hat(lambda) dlambda
 
-      u_s = (sigma_s / sigma_t) u_t + sigma_s * int_{lambda_t}^{lambda_s} e^lambda x0_hat(lambda) dlambda
+Every solver here approximates x0_hat(lambda) by a polynomial through clean estimates of the
+model and integrates ``e^lambda`` times that polynomial exactly (phi-functions), with the
+per-coefficient step ``h = lambda_s - lambda_t``; all of it is elementwise, so one code path
+serves Gaussian diffusion (scalar alpha) and blurring diffusion (one logSNR per frequency):
 
-  and the DPM-Solver++ / UniPC family approximates x0_hat(lambda) by a polynomial through
-  the model's past (and, for UniPC's corrector, new) clean estimates. The integral of
-  ``e^lambda`` times a polynomial is exact (phi-functions), with per-coefficient step
-  ``h = lambda_s - lambda_t``.
+===========  =========================================================  ============
+solver       polynomial through                                         NFE
+===========  =========================================================  ============
+euler        the current estimate (= DDIM, eta = 0)                     steps
+heun         the current one and one at the Euler-predicted end point   2 steps - 1
+dpmpp_2m     the last two (Lu et al.'s midpoint weights)                steps
+dpmpp_3m     the last three                                             steps
+unipc        the last ``order``; corrected with the new one (UniC)      steps
+===========  =========================================================  ============
 
 Stochastic variants ("SDE", ``eta > 0``) use the same polynomial with the decay rate
-``1 + eta`` (Lu et al. 2022b, App.; Gonzalez et al. 2023): ``eta = 1`` is SDE-DPM-Solver++,
-whose first-order step is exactly ancestral (DDPM) sampling.
+``1 + eta`` in place of 1 and fresh noise that keeps the marginals exact: ``eta = 1`` is
+SDE-DPM-Solver++ (Lu et al. 2022b, App.), whose first-order step is ancestral (DDPM) sampling.
 
 All solvers share the signature of ``difflab.samplers.ddpm`` and, like ``sample_ddim``,
 return the clean estimate ``u_0_hat`` at the last grid time before 0 as the final step.
@@ -296,20 +301,21 @@ def sample_euler(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Euler on ``dy/ds = eps_hat`` with y = u/alpha, s = sigma/alpha per coefficient; NFE = steps.
+    """Exponential Euler per coefficient, ``u_s = alpha_s u_0_hat + sigma_s eps_hat``; NFE = steps.
 
-    Karras et al. (2022), Alg. 1 without the Heun correction. The step
-    ``u_s = alpha_s u_0_hat + sigma_s eps_hat`` is DDIM with eta = 0 (Song et al. 2021).
+    This is DDIM with eta = 0 (Song et al. 2021), and also Euler's method on
+    ``d(u/alpha) / d(sigma/alpha) = eps_hat`` (Karras et al. 2022): the same step in both
+    parameterisations.
     """
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        m, eps = denoise(u, t)
+        m, _ = denoise(u, t)
         if callback is not None:
             callback(i, t, u, m)
         if s == 0:
             return m
-        alpha_s, sigma_s = process.coefficients(_batch(s, u), u)
-        u = alpha_s * m + sigma_s * eps
+        step = interval(process, t, s, u)
+        u = exp_integrator_step(u, step, [step.lam_t], [m])
     return u
 
 
@@ -323,23 +329,24 @@ def sample_heun(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Heun's method on ``dy/ds = eps_hat`` (Karras et al. 2022, Alg. 1), per coefficient.
+    """Heun's method in (x0 prediction, lambda) per coefficient: the exponential trapezoid rule.
 
-    Two evaluations per step except the last (which returns u_0_hat): NFE = 2 steps - 1.
+    Predict with the exponential Euler (DDIM) step, evaluate the clean estimate there, then
+    integrate the straight line between the two clean estimates exactly (Lu et al. 2022a,
+    DPM-Solver-2 with r = 1). Two evaluations per step except the last (which returns
+    u_0_hat): NFE = 2 steps - 1. Unlike Heun in (u/alpha, sigma/alpha) (Karras et al. 2022,
+    Alg. 1), whose correction grows with the step ratio of sigma/alpha, the weights here stay
+    in [0, 1], which keeps blurring diffusion (sigma/alpha spanning 1e3 per frequency) stable.
     """
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        m, eps = denoise(u, t)
+        m, _ = denoise(u, t)
         if callback is not None:
             callback(i, t, u, m)
         if s == 0:
             return m
-        shape = tuple(u.shape)
-        alpha_t, sigma_t = process.alpha_sigma(_batch(t, u), shape)
-        alpha_s, sigma_s = process.alpha_sigma(_batch(s, u), shape)
-        # 1. Euler predictor, then the slope eps_hat at the predicted point.
-        _, eps_s = denoise(alpha_s.to(u.dtype) * m + sigma_s.to(u.dtype) * eps, s)
-        # 2. Trapezoid in (y, s): y_s = y_t + (s_s - s_t) (eps_t + eps_s) / 2, then u_s = alpha_s y_s.
-        ds = sigma_s / alpha_s - sigma_t / alpha_t
-        u = (alpha_s / alpha_t).to(u.dtype) * u + (alpha_s * ds / 2).to(u.dtype) * (eps + eps_s)
+        step = interval(process, t, s, u)
+        u_euler = exp_integrator_step(u, step, [step.lam_t], [m])
+        m_s, _ = denoise(u_euler, s)
+        u = exp_integrator_step(u, step, [step.lam_t, step.lam_s], [m, m_s])
     return u
