@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from difflab.errors import DifflabError
 
 # Subcommand name -> module in difflab.cli (imported lazily so `difflab --help` is fast).
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "train": "train",
+    "sample": "sample",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

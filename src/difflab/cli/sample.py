@@ -1,0 +1,80 @@
+"""``difflab sample``: draw a grid of images from a checkpoint.
+
+    difflab sample --checkpoint runs/digits --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
+    difflab sample --checkpoint runs/digits/checkpoints/step_0002000 --no-ema --npz samples.npz
+
+Options left out take the values of the checkpoint's ``run.sample`` section. The EMA
+weights are used unless ``--no-ema``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflab.errors import ConfigError
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("sample", help="sample an image grid from a checkpoint",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run folder (its latest)")
+    parser.add_argument("--sampler", help="sampler name (default: the run's run.sample.sampler)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: run.sample.steps)")
+    parser.add_argument("--num", type=int, help="number of images (default: run.sample.num)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
+    parser.add_argument("--eta", type=float, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
+    parser.add_argument("--clip-x0", type=float, help="clip the clean estimate to [-c, c]; <= 0 disables")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
+    parser.add_argument("--npz", help="also save the samples to this .npz file")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.set_defaults(run=run)
+
+
+def check_args(args: argparse.Namespace) -> torch.device:
+    """``ConfigError`` for out-of-range numbers or a bad device; returns the device."""
+    for name in ("steps", "num"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name}={value} must be a positive integer")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed={args.seed} must be in [0, 2**63)")
+    if args.eta is not None and not args.eta >= 0:
+        raise ConfigError(f"--eta={args.eta} must be >= 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError(f"--device={args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device={args.device} but CUDA is not available; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device={args.device!r} is not supported; use cpu, cuda or mps")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from difflab.training.checkpoint import load_checkpoint
+    from difflab.training.images import save_image_grid, save_samples_npz
+    from difflab.training.sampling import generate
+
+    device = check_args(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    s = ckpt.config.run.sample
+    model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
+    clip = s.clip_x0 if args.clip_x0 is None else (args.clip_x0 if args.clip_x0 > 0 else None)
+    x, labels = generate(
+        model, ckpt.process, tuple(ckpt.training_state["image_shape"]),
+        num=args.num or s.num, prediction=ckpt.config.objective.prediction,
+        sampler=args.sampler or s.sampler, steps=args.steps or s.steps, seed=args.seed,
+        eta=s.eta if args.eta is None else args.eta, clip_x0=clip,
+        num_classes=ckpt.config.network.get("num_classes"), device=device,
+    )
+    out = save_image_grid(x, Path(args.out))
+    print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
+    if args.npz:
+        print(f"wrote {save_samples_npz(x, args.npz, labels)}")
+    return 0

@@ -1,0 +1,48 @@
+"""Denoising networks: plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``.
+
+t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
+processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
+``num_classes`` set, label ``num_classes`` is the "null" label (unconditional) used for
+classifier-free guidance, and ``class_labels=None`` means all-null.
+
+Build from a config dict with ``build_network(kind, **fields)`` / ``network_from_dict``, save
+the architecture with ``config_to_dict(net.config)``.
+"""
+
+from difflab.nn.build import (
+    NETWORK_KINDS,
+    NetworkConfig,
+    NetworkKind,
+    build_network,
+    config_from_dict,
+    config_to_dict,
+    count_parameters,
+    make_config,
+    network_from_config,
+    network_from_dict,
+)
+from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
+from difflab.nn.mlp import MLP, MLPConfig
+from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
+
+__all__ = [
+    "MLP",
+    "NETWORK_KINDS",
+    "AttentionBlock",
+    "ClassEmbedding",
+    "MLPConfig",
+    "NetworkConfig",
+    "NetworkKind",
+    "ResBlock",
+    "TimeEmbedding",
+    "UNet",
+    "UNetConfig",
+    "build_network",
+    "config_from_dict",
+    "config_to_dict",
+    "count_parameters",
+    "make_config",
+    "network_from_config",
+    "network_from_dict",
+    "timestep_embedding",
+]

@@ -1,0 +1,73 @@
+"""Build a run's data, process and network from a ``TrainConfig``, and check they fit.
+
+Everything here happens before a run writes anything, so a dataset whose images do not
+match the network (channels, size, labels) fails with one line and leaves no files.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from difflab.data import ImageDataset
+from difflab.errors import ConfigError, DataError
+from difflab.nn import network_from_dict
+from difflab.processes import DiagonalGaussianProcess, build_process
+from difflab.training.config import TrainConfig
+
+
+def build_components(config: TrainConfig) -> tuple[ImageDataset, DiagonalGaussianProcess, nn.Module]:
+    """(dataset, process, network with weights seeded by ``optim.seed``), checked to fit."""
+    dataset = config.data.load()
+    if len(dataset) == 0:
+        raise DataError(f"dataset {dataset.name} has no images; check data.path")
+    process = build_process(config.process)
+    network = network_from_dict(config.network, seed=config.optim.seed)
+    check_network_fits_data(config, dataset, network)
+    return dataset, process, network
+
+
+def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, network: nn.Module) -> None:
+    """``ConfigError``/``DataError`` unless ``network`` maps the dataset's images to their shape."""
+    net = config.network
+    c, h, w = dataset.images.shape[1:]
+    where = f"data {dataset.name} has images of shape (C, H, W) = ({c}, {h}, {w})"
+    if net["kind"] == "mlp" and net["in_features"] != c * h * w:
+        raise ConfigError(f"network.in_features={net['in_features']} but {where}; set network.in_features: {c * h * w}")
+    if net["kind"] == "unet":
+        if net["in_channels"] != c:
+            raise ConfigError(f"network.in_channels={net['in_channels']} but {where}; "
+                              f"set network.in_channels: {c} (or data.channels)")
+        if net.get("out_channels") not in (None, c):
+            raise ConfigError(f"network.out_channels={net['out_channels']} must equal the data's {c} channels "
+                              "(the network predicts a tensor of the image's shape); leave it null")
+    num_classes = net.get("num_classes")
+    if num_classes is not None:
+        if dataset.labels is None:
+            raise DataError(f"network.num_classes={num_classes} needs labels but {dataset.name} has none; "
+                            "set network.num_classes: null (or data.class_subfolders: true for folders)")
+        if dataset.num_classes is not None and dataset.num_classes > num_classes:
+            raise ConfigError(f"network.num_classes={num_classes} but {dataset.name} has {dataset.num_classes} "
+                              f"classes; set network.num_classes: {dataset.num_classes}")
+    _dry_run(network, dataset.images[:2], where)
+
+
+def _dry_run(network: nn.Module, x: torch.Tensor, where: str) -> None:
+    """One forward pass (eval, no grad) to catch any other shape mismatch up front."""
+    was_training = network.training
+    try:
+        with torch.no_grad():
+            out = network.eval()(x, torch.full((x.shape[0],), 0.5))
+    except RuntimeError as err:
+        raise ConfigError(f"the network cannot process the data ({where}): {str(err).splitlines()[0]}") from None
+    finally:
+        network.train(was_training)
+    if out.shape != x.shape:
+        raise ConfigError(f"the network maps images of shape {tuple(x.shape[1:])} to {tuple(out.shape[1:])}; "
+                          f"its output must have the input's shape ({where})")
+
+
+def image_shape(dataset: ImageDataset) -> tuple[int, int, int]:
+    """(C, H, W) of the dataset's images."""
+    c, h, w = dataset.images.shape[1:]
+    return int(c), int(h), int(w)

@@ -1,0 +1,69 @@
+"""The training log: one JSON object per line in ``metrics.jsonl``, and its loss-curve PNG.
+
+Each line has at least ``step`` (the number of optimizer steps done) and ``loss`` (the mean
+training loss over the steps since the previous line). On resume the lines after the
+checkpoint's step are dropped, so a resumed run's log equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+class MetricsLog:
+    """Append-only JSON-lines log at ``path``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one line (flushed immediately, so a killed run keeps its log)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete, parseable lines (a line cut by a kill is ignored)."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only the lines with ``step <= step`` (rewritten atomically)."""
+        kept = [r for r in self.read() if isinstance(r.get("step"), int) and r["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def plot_loss_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """PNG of loss against step (log y-axis); None when there is nothing to plot."""
+    points = [(r["step"], r["loss"]) for r in records if "loss" in r and r["loss"] is not None and r["loss"] > 0]
+    if not points:
+        return None
+    steps, losses = zip(*points)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(steps, losses, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,380 @@
+"""``Trainer``: step-based diffusion training on HuggingFace Accelerate.
+
+One step: take this rank's slice of the global batch (``ResumableBatchSampler``), draw
+t, noise and label drops from the rank's generator, compute ``diffusion_loss`` (the
+objective lives in ``difflab.objectives``, not here), back-propagate, clip, AdamW with a
+linear warm-up, EMA update. Runs on one CPU process by default and on many with
+``accelerate launch`` (DDP averages gradients, so every rank holds the same weights and EMA).
+
+Reproducibility: the weights, data order and every random draw come from ``optim.seed``
+(rank r's generators from seed + r). A checkpoint stores the optimizer, EMA, sampler
+position, loss-log window and every rank's RNG states, so ``resume`` continues bit for bit
+(on CPU with ``run.deterministic``). The learning rate is a function of the step alone.
+
+Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``loss.png``,
+``samples/step_XXXXXXX.png`` and ``checkpoints/step_XXXXXXX`` with ``checkpoints/latest``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from difflab.data import ResumableBatchSampler, random_hflip
+from difflab.errors import ConfigError, DifflabError
+from difflab.objectives import diffusion_loss, sample_times
+from difflab.training.build import build_components, image_shape
+from difflab.training.checkpoint import (
+    check_compatible,
+    has_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_run_checkpoint,
+    step_dir_name,
+)
+from difflab.training.config import TrainConfig
+from difflab.training.ema import EMA
+from difflab.training.images import save_image_grid
+from difflab.training.metrics import MetricsLog, plot_loss_curve
+from difflab.training.sampling import generate
+from difflab.training.signals import StopRequest
+
+
+class NonFiniteError(DifflabError):
+    """The loss or gradient became NaN/Inf (with ``run.on_nonfinite: stop``)."""
+
+
+def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up: lr * min(1, (step + 1) / warmup_steps) for the update at ``step`` (0-based)."""
+    if warmup_steps <= 0:
+        return lr
+    return lr * min(1.0, (step + 1) / warmup_steps)
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning)."""
+    if mixed_precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        warnings.warn("optim.mixed_precision='fp16' needs a GPU; training in fp32 on the CPU", stacklevel=2)
+        mixed_precision = "no"
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+class Trainer:
+    """Train ``config``; optionally continue from a checkpoint.
+
+    Args:
+        config: the run.
+        resume: a checkpoint, a run's ``checkpoints/`` folder or a run folder to continue
+            from; ``"auto"`` continues from ``run.out_dir`` if it holds a checkpoint and
+            starts afresh otherwise; None starts afresh (and refuses an out_dir that already
+            holds checkpoints, so a run is never overwritten by accident).
+        accelerator: an existing ``Accelerator`` (default: ``make_accelerator``).
+
+    Nothing is written until ``train()``; all validation (config, data, network fit,
+    checkpoint compatibility) happens here.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: str | os.PathLike | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(config.run.out_dir)
+        resume_path = self._resume_path(resume)
+        self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision)
+        acc, optim = self.accelerator, config.optim
+        self.dataset, self.process, network = build_components(config)
+        self.image_shape = image_shape(self.dataset)
+        self.sampler = ResumableBatchSampler(
+            len(self.dataset), optim.batch_size, seed=optim.seed,
+            num_replicas=acc.num_processes, rank=acc.process_index,
+        )
+        self.step = 0
+        self.window = {"loss_sum": 0.0, "count": 0}  # loss since the last metrics line
+        self.skipped = 0
+        self.last_loss: float | None = None
+        self.last_grad_norm: float | None = None
+        self.checkpoint: Path | None = None
+        self._rng_to_restore: dict[str, torch.Tensor] | None = None
+        checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+        if checkpoint is not None:
+            check_compatible(checkpoint.config, config, checkpoint.path)
+            network.load_state_dict(checkpoint.model.state_dict())
+        self.ema = EMA(network, optim.ema_decay, warmup=optim.ema_warmup)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=optim.lr, betas=optim.betas,
+                                      weight_decay=optim.weight_decay)
+        self.model, self.optimizer = acc.prepare(network, optimizer)
+        self.ema.module.to(acc.device)
+        self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+
+    # --- set-up ----------------------------------------------------------------------------
+    def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
+        if resume is None:
+            if has_checkpoint(self.out_dir):
+                raise ConfigError(f"run.out_dir={str(self.out_dir)!r} already holds a run's checkpoints; "
+                                  "resume it (--resume) or choose another run.out_dir")
+            return None
+        if str(resume) == "auto":
+            return resolve_checkpoint(self.out_dir) if has_checkpoint(self.out_dir) else None
+        return resolve_checkpoint(resume)
+
+    def _restore(self, checkpoint: Any) -> None:
+        """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
+        state = checkpoint.training_state
+        self.step = checkpoint.step
+        self.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.window = dict(state["window"])
+        self.skipped = int(state["skipped"])
+        self.last_loss = state.get("last_loss")
+        scaler = self.accelerator.scaler
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        if rng["generator"].shape[0] == world:
+            self.generator.set_state(rng["generator"][rank].clone())
+            self._rng_to_restore = {k: v[rank].clone() for k, v in rng.items() if k != "generator"}
+        else:
+            warnings.warn(f"checkpoint was written by {rng['generator'].shape[0]} processes, this run has "
+                          f"{world}: random streams restart from the seed (the run is no longer bit-exact)",
+                          stacklevel=2)
+        if self.sampler.batch_size != self.config.optim.batch_size:
+            raise ConfigError("optim.batch_size differs from the checkpoint's; keep it to resume")
+
+    # --- the run ---------------------------------------------------------------------------
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def train(self) -> dict[str, Any]:
+        """Run until ``optim.steps`` (or a stop signal); return a summary dict.
+
+        Summary keys: steps, steps_this_run, wall_time_s, images_per_s, final_loss, skipped,
+        interrupted (None or the signal name), checkpoint, out_dir.
+        """
+        with self._reproducible(), StopRequest() as stop:
+            self._prepare_out_dir()
+            start_step, t0 = self.step, time.perf_counter()
+            stopped_by = self._loop(stop, t0)
+            wall = time.perf_counter() - t0
+            if self.checkpoint is None or not self.checkpoint.name.endswith(step_dir_name(self.step)):
+                self.save()
+            if stopped_by is None and self.step > start_step:
+                self.preview()
+            self._plot()
+        images = (self.step - start_step) * self.config.optim.batch_size
+        return {
+            "steps": self.step,
+            "steps_this_run": self.step - start_step,
+            "wall_time_s": wall,
+            "images_per_s": images / wall if wall > 0 else 0.0,
+            "final_loss": self.last_loss,
+            "skipped": self.skipped,
+            "interrupted": stopped_by,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "out_dir": str(self.out_dir),
+        }
+
+    def _loop(self, stop: StopRequest, t0: float) -> str | None:
+        cfg, start = self.config, self.step
+        batches = iter(self.sampler)
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (cfg.run.progress and self.accelerator.is_main_process))
+        with bar:
+            while self.step < cfg.optim.steps:
+                self._train_step(batches)
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.run.log_every == 0 or self.step == cfg.optim.steps:
+                    rate = (self.step - start) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9)
+                    self._log(rate, bar)
+                if self._stop_requested(stop):
+                    return stop.signal_name or "signal"
+                if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
+                    self.save()
+                if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
+                    self.preview()
+        return None
+
+    def _train_step(self, batches: Iterator[torch.Tensor]) -> None:
+        """One optimizer update (or a skipped batch when the loss/gradient is not finite)."""
+        acc, cfg = self.accelerator, self.config
+        x0, cond = self._batch(next(batches))
+        t = sample_times(x0.shape[0], method=cfg.objective.time_sampling, generator=self.generator, device=acc.device)
+        noise = torch.randn(x0.shape, generator=self.generator, device=acc.device, dtype=x0.dtype)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, cfg.optim.lr, cfg.optim.warmup_steps)
+        with acc.autocast():
+            loss = diffusion_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
+                                  weighting=cfg.objective.weighting, gamma=cfg.objective.gamma,
+                                  t=t, noise=noise, cond=cond).float().mean()
+        global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
+        if not math.isfinite(global_loss):
+            return self._non_finite("loss", global_loss)
+        acc.backward(loss)
+        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm) and acc.scaler is None:  # with fp16 the loss scaler skips such steps
+            return self._non_finite("gradient norm", grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not acc.optimizer_step_was_skipped:
+            self.ema.update(self.unwrapped_model)
+        self.window["loss_sum"] += global_loss
+        self.window["count"] += 1
+        self.last_grad_norm = grad_norm
+
+    def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """This rank's images (b, C, H, W) on the device, and the model's conditioning."""
+        x0, labels = self.dataset.batch(indices)
+        x0 = x0.to(self.accelerator.device)
+        if self.config.data.hflip:
+            x0 = random_hflip(x0, generator=self.generator)
+        num_classes = self.config.network.get("num_classes")
+        if num_classes is None or labels is None:
+            return x0, None
+        labels = labels.to(self.accelerator.device)
+        p = self.config.objective.cond_drop_prob
+        if p > 0:  # classifier-free guidance: the null label num_classes with probability p
+            drop = torch.rand(labels.shape, generator=self.generator, device=labels.device) < p
+            labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
+        return x0, {"class_labels": labels}
+
+    def _non_finite(self, quantity: str, value: float) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.run.on_nonfinite == "skip":
+            self.skipped += 1
+            return
+        last = f"last good checkpoint: {self.checkpoint}" if self.checkpoint else "no checkpoint was saved yet"
+        raise NonFiniteError(f"non-finite {quantity} ({value}) at step {self.step + 1}; training stopped, {last}; "
+                             "lower optim.lr, check the data, or set run.on_nonfinite: skip")
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether any rank got SIGINT/SIGTERM (all ranks agree, so they stop at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return bool(stop)
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    # --- outputs ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reproducible(self) -> Iterator[None]:
+        """Deterministic kernels, fixed threads and seeded global RNG for the run; restored after.
+
+        The global RNG only drives randomness inside modules (dropout); every other draw uses
+        ``self.generator``.
+        """
+        run, acc = self.config.run, self.accelerator
+        previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+        if run.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        if run.num_threads is not None:
+            torch.set_num_threads(run.num_threads)
+        devices = [acc.device] if acc.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.config.optim.seed + acc.process_index)
+                if self._rng_to_restore is not None:
+                    torch.set_rng_state(self._rng_to_restore["global"])
+                    if "cuda" in self._rng_to_restore and acc.device.type == "cuda":
+                        torch.cuda.set_rng_state(self._rng_to_restore["cuda"], acc.device)
+                yield
+        finally:
+            torch.use_deterministic_algorithms(previous[0])
+            torch.set_num_threads(previous[1])
+
+    def _prepare_out_dir(self) -> None:
+        if self.accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+            if self.metrics.path.exists():
+                self.metrics.truncate_after(self.step)
+        self.accelerator.wait_for_everyone()
+
+    def _log(self, images_per_s: float, bar: Any) -> None:
+        count = self.window["count"]
+        self.last_loss = self.window["loss_sum"] / count if count else None
+        record = {
+            "step": self.step,
+            "loss": self.last_loss,
+            "lr": learning_rate(self.step - 1, self.config.optim.lr, self.config.optim.warmup_steps),
+            "grad_norm": self.last_grad_norm,
+            "skipped": self.skipped,
+            "images_per_s": round(images_per_s, 2),
+        }
+        self.window = {"loss_sum": 0.0, "count": 0}
+        if self.accelerator.is_main_process:
+            self.metrics.append(record)
+            loss_text = "nan" if self.last_loss is None else f"{self.last_loss:.4f}"
+            bar.set_postfix(loss=loss_text, img_s=f"{images_per_s:.0f}")
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything besides the weights needed to continue bit for bit (collective: all ranks call it)."""
+        acc = self.accelerator
+        rng = {"generator": self.generator.get_state(), "global": torch.get_rng_state()}
+        if acc.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(acc.device)
+        gathered = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}  # (world, n) uint8
+        scaler = acc.scaler.state_dict() if acc.scaler is not None else None
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "window": dict(self.window),
+            "skipped": self.skipped,
+            "last_loss": self.last_loss,
+            "scaler": scaler,
+            "rng": gathered,
+            "image_shape": list(self.image_shape),
+            "num_processes": acc.num_processes,
+        }
+
+    def save(self) -> Path:
+        """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes)."""
+        state = self.training_state()
+        path = self.out_dir / "checkpoints" / step_dir_name(self.step)
+        if self.accelerator.is_main_process:
+            path = save_run_checkpoint(self.out_dir / "checkpoints", keep_last=self.config.run.keep_last,
+                                       config=self.config, model=self.unwrapped_model, ema_model=self.ema.module,
+                                       step=self.step, training_state=state)
+            self._plot()
+        self.accelerator.wait_for_everyone()
+        self.checkpoint = path
+        return path
+
+    def preview(self) -> Path | None:
+        """Sample a grid with the EMA weights to ``samples/step_XXXXXXX.png`` (main process)."""
+        path = None
+        if self.accelerator.is_main_process:
+            s = self.config.run.sample
+            x, _ = generate(self.ema.module, self.process, self.image_shape, num=s.num,
+                            prediction=self.config.objective.prediction, sampler=s.sampler, steps=s.steps,
+                            seed=self.config.optim.seed, eta=s.eta, clip_x0=s.clip_x0,
+                            num_classes=self.config.network.get("num_classes"), device=self.accelerator.device)
+            path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _plot(self) -> None:
+        if self.accelerator.is_main_process:
+            plot_loss_curve(self.metrics.read(), self.out_dir / "loss.png")
