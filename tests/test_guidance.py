@@ -94,9 +94,10 @@ def test_sample_with_guidance_one_equals_plain_conditional_sampling():
         plain = difflab.sample(model, process, noise.shape, steps=5, noise=noise, cond={"class_labels": y})
         via_sample = difflab.sample(model, process, noise.shape, steps=5, noise=noise, cond={"class_labels": y},
                                     guidance=1.0)
-        via_helper = sample_with_guidance(model, process, noise.shape, [0, 1, 2], guidance=1.0, steps=5, noise=noise)
+        via_helper, labels = sample_with_guidance(model, process, noise.shape, guidance=1.0, steps=5, noise=noise)
     assert torch.equal(plain, via_sample)
-    assert torch.equal(plain, via_helper)  # null label read from model.config.num_classes; classes repeat
+    assert torch.equal(plain, via_helper)  # null label read from model.config.num_classes; classes cycle
+    assert labels.tolist() == y.tolist()
 
 
 def test_guidance_needs_a_null_label():
@@ -120,3 +121,42 @@ def test_class_labels_helper():
         class_labels(3, 2, null_label=NUM_CLASSES)  # 3 is the null label, not a class
     with pytest.raises(ConfigError, match="no class"):
         class_labels([], 2, null_label=NUM_CLASSES)
+
+
+# --- difflab sample --class / --guidance -----------------------------------------------------------
+def _train_tiny(tmp_path, *extra: str):
+    from difflab.training import Trainer, load_config
+
+    tiny = ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2", "optim.warmup_steps=1",
+            "run.progress=false", "run.sample.steps=3", "run.sample.num=4", f"run.out_dir={tmp_path / 'run'}"]
+    Trainer(load_config(None, [*tiny, *extra])).train()
+    return tmp_path / "run"
+
+
+def test_cli_class_and_guidance(tmp_path, capsys):
+    import numpy as np
+
+    from difflab.cli.main import main
+
+    run = _train_tiny(tmp_path, "network.num_classes=10", "objective.cond_drop_prob=0.2")
+    common = ["sample", "--checkpoint", str(run), "--num", "6", "--steps", "3", "--sampler", "dpmpp_2m"]
+
+    def npz(name: str, *flags: str) -> dict:
+        assert main([*common, "--out", str(tmp_path / f"{name}.png"), "--npz", str(tmp_path / f"{name}.npz"),
+                     *flags]) == 0
+        return dict(np.load(tmp_path / f"{name}.npz"))
+
+    plain, w1, threes, guided3 = npz("plain"), npz("w1", "--guidance", "1"), npz("c3", "--class", "3"), \
+        npz("g3", "--class", "3", "--guidance", "2.5")
+    assert np.array_equal(plain["images"], w1["images"]) and np.array_equal(plain["labels"], w1["labels"])
+    assert threes["labels"].tolist() == [3] * 6 and guided3["labels"].tolist() == [3] * 6
+    assert not np.array_equal(threes["images"], guided3["images"])
+
+
+def test_cli_guidance_needs_a_conditional_model(tmp_path, capsys):
+    from difflab.cli.main import main
+
+    run = _train_tiny(tmp_path)
+    assert main(["sample", "--checkpoint", str(run), "--num", "2", "--steps", "2", "--guidance", "2",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "class-conditional" in capsys.readouterr().err

@@ -95,4 +95,4 @@ def test_trajectory_and_errors():
     with pytest.raises(ConfigError, match="shape"):
         difflab.sample(model, process, (2, *SHAPE), noise=torch.randn(3, *SHAPE))
     with pytest.raises(ConfigError, match="eta"):
-        difflab.sample(model, process, (2, *SHAPE), eta=2.0)
+        difflab.sample(model, process, (2, *SHAPE), sampler="ddim", eta=2.0)

@@ -34,14 +34,10 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "unipc": sample_unipc,
 }
 DEFAULT_SAMPLER = "dpmpp_2m"
-# grid="auto": the grid with the lowest W2 at 10-20 NFE on the Gaussian-data benchmark
-# (benchmarks/samplers.py, docs/samplers.md), per process kind, with per-sampler exceptions.
+# grid="auto": per process kind, the grid with the lowest W2 at 10-20 NFE for dpmpp_2m on the
+# Gaussian-data benchmark (benchmarks/samplers.py, docs/samplers.md). It depends on the process
+# only, so every sampler sees the same grid in one call.
 AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
-AUTO_GRID_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("gaussian", "ddim"): "quadratic",
-    ("gaussian", "euler"): "quadratic",
-    ("blurring", "unipc"): "logsnr",
-}
 AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
 
 
@@ -50,10 +46,9 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     SAMPLERS[name] = fn
 
 
-def auto_grid(sampler: str, process: DiagonalGaussianProcess) -> str:
-    """The grid ``grid="auto"`` picks for this sampler and process (see docs/samplers.md)."""
-    kind = getattr(process, "kind", "")
-    return AUTO_GRID_EXCEPTIONS.get((kind, sampler), AUTO_GRIDS.get(kind, AUTO_GRID_FALLBACK))
+def auto_grid(process: DiagonalGaussianProcess) -> str:
+    """The grid ``grid="auto"`` picks for this process (see docs/samplers.md)."""
+    return AUTO_GRIDS.get(getattr(process, "kind", ""), AUTO_GRID_FALLBACK)
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -96,7 +91,7 @@ def sample(
         noise: the initial standard-normal tensor (overrides ``generator`` for it).
         return_trajectory: also return the list of z_t (pixel space) after each step.
         grid: time-grid name (see ``difflab.samplers.grids``), or "auto" for the sampler's
-            best grid on the benchmark (``auto_grid``).
+            process's best grid on the benchmark (``auto_grid``).
         cond: keyword arguments passed to the model, e.g. ``{"class_labels": y}``.
         guidance: classifier-free guidance weight w (0: unconditional, 1: conditional, > 1:
             guided); needs ``cond["class_labels"]``. See ``difflab.samplers.guidance``.
@@ -115,7 +110,7 @@ def sample(
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
     if guidance is not None:
         model = guided(model, guidance, null_label if null_label is not None else null_label_of(model))
-    ts = time_grid(auto_grid(sampler, process) if grid == "auto" else grid, steps, process=process)
+    ts = time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []
 
@@ -135,19 +130,21 @@ def sample_with_guidance(
     model: ModelFn,
     process: DiagonalGaussianProcess,
     shape: tuple[int, ...],
-    classes: int | Sequence[int] | torch.Tensor,
+    classes: int | Sequence[int] | torch.Tensor | None = None,
     guidance: float = 1.0,
     *,
     null_label: int | None = None,
     **sample_kwargs: Any,
-) -> torch.Tensor:
-    """Class-conditional samples with guidance weight w (the CLI's ``--class`` / ``--guidance``).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-conditional samples and their labels (B,), with guidance weight w (CLI ``--class``/``--guidance``).
 
-    ``classes`` is one class index for the whole batch or a sequence repeated to fill it;
-    ``sample_kwargs`` go to ``sample`` (sampler, steps, grid, generator, device, ...).
+    ``classes``: one class index for the whole batch, a sequence repeated to fill it, or None
+    for 0, 1, ..., K-1, 0, ... (K = null_label, default ``model.config.num_classes``).
+    ``sample_kwargs`` go to ``sample`` (sampler, steps, grid, prediction, generator, device, ...).
     """
     null = null_label if null_label is not None else null_label_of(model)
-    device = sample_kwargs.get("device")
-    labels = class_labels(classes, shape[0], null).to(device)
+    labels = class_labels(range(null) if classes is None else classes, shape[0], null)
+    labels = labels.to(sample_kwargs.get("device"))
     cond = {**(sample_kwargs.pop("cond", None) or {}), "class_labels": labels}
-    return sample(model, process, shape, cond=cond, guidance=guidance, null_label=null, **sample_kwargs)
+    x = sample(model, process, shape, cond=cond, guidance=guidance, null_label=null, **sample_kwargs)
+    return x, labels  # type: ignore[return-value]

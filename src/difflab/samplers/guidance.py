@@ -74,9 +74,9 @@ def null_label_of(model: ModelFn) -> int:
     return num_classes
 
 
-def class_labels(classes: int | Sequence[int] | torch.Tensor, batch: int, null_label: int) -> torch.Tensor:
+def class_labels(classes: int | Sequence[int] | range | torch.Tensor, batch: int, null_label: int) -> torch.Tensor:
     """Labels (B,) for sampling: one class for all, or a sequence repeated to fill the batch."""
-    labels = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+    labels = torch.as_tensor(list(classes) if isinstance(classes, range) else classes, dtype=torch.long).reshape(-1)
     if labels.numel() == 0:
         raise ConfigError("no class labels given; pass a class index in [0, num_classes)")
     if int(labels.min()) < 0 or int(labels.max()) >= null_label:
