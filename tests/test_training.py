@@ -64,7 +64,7 @@ def test_defaults_are_filled_in_and_sections_optional():
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
-    assert config.process["kind"] == ("blurring" if name.endswith("blur") else "gaussian")
+    assert config.process["kind"] == ("blurring" if "blur" in name.split("-") else "gaussian")
 
 
 def test_shipped_cifar_configs_match_the_blurring_paper_scale():
