@@ -127,4 +127,5 @@ def test_sample_from_a_non_checkpoint_exits_2(tmp_path, capsys):
 def test_list_configs(capsys):
     assert main(["train", "--list-configs"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["cifar10-blur", "cifar10-gauss", "digits-blur", "digits-gauss", "mnist-blur", "mnist-gauss"]
+    assert names == ["cifar10-blur", "cifar10-gauss", "digits-blur", "digits-blur-cond", "digits-gauss", "mnist-blur",
+                     "mnist-gauss", "mnist-gauss-cond"]
