@@ -39,8 +39,9 @@ import torch
 
 from difflab.processes import BlurringDiffusion, DiagonalGaussianProcess, GaussianDiffusion
 from difflab.processes.analytic import GaussianData
+import difflab
 from difflab.samplers import SAMPLERS, auto_grid, make_denoiser, time_grid
-from difflab.samplers.api import AUTO_GRIDS, DEFAULT_SAMPLER
+from difflab.samplers.api import AUTO_GRIDS, auto_sampler
 from difflab.samplers.grids import T_MIN
 
 SIZE = 32
@@ -153,7 +154,8 @@ def diffusers_configs() -> list[SchedulerConfig]:
     for order in (2, 3):
         for sp in spacings:
             for sig in (*sigma_options, (("use_lu_lambdas", True),)):
-                configs.append(SchedulerConfig("DPMSolverMultistep", (("solver_order", order), ("timestep_spacing", sp), *sig)))
+                options = (("solver_order", order), ("timestep_spacing", sp), *sig)
+                configs.append(SchedulerConfig("DPMSolverMultistep", options))
             for sig in sigma_options:
                 for solver_type in ("bh1", "bh2"):
                     configs.append(SchedulerConfig("UniPCMultistep", (("solver_order", order), ("timestep_spacing", sp),
@@ -244,6 +246,50 @@ def lookup(rows: list[dict[str, Any]], process: str, sampler: str, grid: str, bu
                 == (process, sampler, grid, budget))
 
 
+# --- trained models -------------------------------------------------------------------------
+def trained_model_errors(run: Path, nfes: tuple[int, ...], num: int = 40, reference_steps: int = 1000,
+                         clip_x0: float = 1.0) -> list[dict[str, Any]]:
+    """RMSE (pixel space, images in [-1, 1]) of each deterministic sampler to a ``reference_steps``-step DDIM
+    solution from the same noise, at the process's auto grid: the solver error on a real network."""
+    from difflab.training import load_for_sampling
+
+    model, process, config = load_for_sampling(run, use_ema=True)
+    model.eval()
+    num_classes = config.network.get("num_classes")
+    shape = (num, *config_image_shape(run))
+    cond = None if num_classes is None else {"class_labels": torch.arange(num) % num_classes}
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    common = {"noise": noise, "cond": cond, "clip_x0": clip_x0, "prediction": config.objective.prediction,
+              "grid": auto_grid(process)}
+    rows = []
+    with torch.no_grad():
+        reference = difflab.sample(model, process, shape, sampler="ddim", steps=reference_steps, **common)
+        for sampler in BENCH_SAMPLERS:
+            for budget in nfes:
+                steps, nfe = steps_for(sampler, budget)
+                x = difflab.sample(model, process, shape, sampler=sampler, steps=steps, **common)
+                rows.append({"run": str(run), "process": process.kind, "sampler": sampler, "grid": common["grid"],
+                             "nfe": nfe, "rmse": ((x - reference) ** 2).mean().sqrt().item()})
+    return rows
+
+
+def config_image_shape(run: Path) -> tuple[int, ...]:
+    from difflab.training import load_checkpoint
+
+    return tuple(load_checkpoint(run).training_state["image_shape"])
+
+
+def trained_table(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> str:
+    lines = ["| run (process, auto grid) | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---|---|" + "---|" * len(nfes)]
+    for run in dict.fromkeys(r["run"] for r in rows):
+        for sampler in BENCH_SAMPLERS:
+            sel = [r for r in rows if r["run"] == run and r["sampler"] == sampler]
+            head = f"{Path(run).name} ({sel[0]['process']}, {sel[0]['grid']})"
+            lines.append(f"| {head} | {sampler} | " + " | ".join(f"{r['rmse']:.3f}" for r in sel) + " |")
+    return "\n".join(lines)
+
+
 # --- report --------------------------------------------------------------------------------
 def _fmt(x: float) -> str:
     return f"{x:.2e}" if math.isfinite(x) and x < 1e3 else "diverged"
@@ -253,12 +299,12 @@ def comparison_table(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], n
                      floors: dict[str, float]) -> tuple[str, dict[str, Any]]:
     """Gaussian-linear, identity basis: difflab default vs diffusers' best per family."""
     process = bench_processes()["gaussian-linear"]
-    default_grid = auto_grid(process)
+    default_sampler, default_grid = auto_sampler(process), auto_grid(process)
     lines = ["| sampler (Gaussian data, DDPM linear schedule) | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|" + "---|" * len(nfes)]
-    summary: dict[str, Any] = {"default": f"{DEFAULT_SAMPLER} + {default_grid}", "nfe": {}}
-    default_row = [lookup(ours, "gaussian-linear", DEFAULT_SAMPLER, default_grid, n) for n in nfes]
-    lines.append(f"| **difflab default** ({DEFAULT_SAMPLER}, grid {default_grid}) | "
+    summary: dict[str, Any] = {"default": f"{default_sampler} + {default_grid}", "nfe": {}}
+    default_row = [lookup(ours, "gaussian-linear", default_sampler, default_grid, n) for n in nfes]
+    lines.append(f"| **difflab default** ({default_sampler}, grid {default_grid}) | "
                  + " | ".join(_fmt(x) for x in default_row) + " |")
     best_ours = []
     for n in nfes:
@@ -325,7 +371,7 @@ def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[i
             grid = auto_grid(process)
             pts = [(r["nfe"], r["rel_w2"]) for r in rows if r["process"] == pname and r["sampler"] == sampler
                    and r["grid"] == grid]
-            style = "-" if sampler == DEFAULT_SAMPLER else "--"
+            style = "-" if sampler == auto_sampler(process) else "--"
             ax.plot(*zip(*pts, strict=True), style, marker="o", label=f"difflab {sampler} ({grid})")
         if pname == "gaussian-linear":
             for family in ("DDIM", "DPMSolverMultistep", "UniPCMultistep"):
@@ -344,6 +390,8 @@ def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="a trained run (repeatable): add the solver error of each sampler on its network")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = power_law_data()
@@ -352,11 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_difflab(data, nfes)
     theirs = run_diffusers(data, nfes)
     table, summary = comparison_table(ours, theirs, nfes, floors)
-    print(f"## Gaussian data, {SIZE}x{SIZE}, spectrum v = (1 + f)^-{spectrum_exponent():.2f} from {V_MAX:g} to {V_MIN:g}\n")
+    print(f"## Gaussian data, {SIZE}x{SIZE}, spectrum v = (1 + f)^-{spectrum_exponent():.2f} "
+          f"from {V_MAX:g} to {V_MIN:g}\n")
     print(table, "\n")
     s10, s20 = summary["nfe"][10], summary["nfe"][20]
-    print(f"- target 10 NFE: default / diffusers best = {s10['ratio_default_to_diffusers']:.2f} "
-          f"(target <= {TARGET_RATIO_10}): {'met' if s10['ratio_default_to_diffusers'] <= TARGET_RATIO_10 else 'NOT met'}")
+    ratio_10 = s10["ratio_default_to_diffusers"]
+    print(f"- target 10 NFE: default / diffusers best = {ratio_10:.2f} "
+          f"(target <= {TARGET_RATIO_10}): {'met' if ratio_10 <= TARGET_RATIO_10 else 'NOT met'}")
     print(f"- target 20 NFE: default rel. W2 = {s20['difflab_default']:.2e} (target <= {TARGET_W2_20}): "
           f"{'met' if s20['difflab_default'] <= TARGET_W2_20 else 'NOT met'}\n")
     for pname in bench_processes():
@@ -366,13 +416,17 @@ def main(argv: list[str] | None = None) -> int:
     recommended = best_grids(ours)
     print("Best grid per process kind and sampler (geometric mean of W2 at 10 and 20 NFE):", recommended)
     for kind, grid in AUTO_GRIDS.items():
-        agree = "agrees" if recommended[kind][DEFAULT_SAMPLER] == grid else "DISAGREES"
-        print(f"- auto grid for {kind}: {grid} ({agree} with the benchmark's best for {DEFAULT_SAMPLER})")
+        agree = [name for name, best in recommended[kind].items() if best == grid]
+        print(f"- auto grid for {kind}: {grid}, the best here for {', '.join(agree)}")
+    trained = [row for run in args.checkpoint for row in trained_model_errors(run, nfes[:-1])]
+    if trained:
+        print("\n### Trained networks: RMSE to a 1000-step DDIM solution from the same noise (clip_x0 = 1)\n")
+        print(trained_table(trained, nfes[:-1]))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"spectrum": {"size": SIZE, "v_max": V_MAX, "v_min": V_MIN, "exponent": spectrum_exponent(),
                            "law": "v = (1 + sqrt(i^2 + j^2))^-p, mean = sqrt(v) cos(f) / 2"},
               "t_min": T_MIN, "floors": floors, "comparison": summary, "best_grids": recommended,
-              "difflab": ours, "diffusers": theirs}
+              "trained_models": trained, "difflab": ours, "diffusers": theirs}
     (args.out / "samplers.json").write_text(json.dumps(result, indent=1, default=str))
     plot(ours, theirs, nfes, floors, args.out / "samplers.png")
     print(f"\nwrote {args.out / 'samplers.json'} and {args.out / 'samplers.png'}")

@@ -1,6 +1,6 @@
 """Samplers: stateless functions with one signature, time grids built apart, one entry point."""
 
-from difflab.samplers.api import SAMPLERS, auto_grid, register_sampler, sample, sample_with_guidance
+from difflab.samplers.api import SAMPLERS, auto_grid, auto_sampler, register_sampler, sample, sample_with_guidance
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import make_denoiser
 from difflab.samplers.grids import GRIDS, karras_grid, logsnr_grid, quadratic_grid, time_grid, uniform_grid
@@ -18,6 +18,7 @@ __all__ = [
     "GRIDS",
     "SAMPLERS",
     "auto_grid",
+    "auto_sampler",
     "guided",
     "karras_grid",
     "logsnr_grid",

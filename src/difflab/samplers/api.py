@@ -33,17 +33,23 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpmpp_3m": sample_dpmpp_3m,
     "unipc": sample_unipc,
 }
-DEFAULT_SAMPLER = "dpmpp_2m"
-# grid="auto": per process kind, the grid with the lowest W2 at 10-20 NFE for dpmpp_2m on the
-# Gaussian-data benchmark (benchmarks/samplers.py, docs/samplers.md). It depends on the process
-# only, so every sampler sees the same grid in one call.
+# sampler="auto" / grid="auto": per process kind, the choice with the lowest error at 10-20 NFE
+# on the benchmarks (benchmarks/samplers.py, docs/samplers.md). The grid depends on the
+# process only, so every sampler sees the same grid in one call.
+AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc"}
 AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
+AUTO_SAMPLER_FALLBACK = "dpmpp_2m"
 AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     """Make ``fn`` (with the shared sampler signature) available as ``sampler=name``."""
     SAMPLERS[name] = fn
+
+
+def auto_sampler(process: DiagonalGaussianProcess) -> str:
+    """The sampler ``sampler="auto"`` picks for this process (see docs/samplers.md)."""
+    return AUTO_SAMPLERS.get(getattr(process, "kind", ""), AUTO_SAMPLER_FALLBACK)
 
 
 def auto_grid(process: DiagonalGaussianProcess) -> str:
@@ -63,7 +69,7 @@ def sample(
     model: ModelFn,
     process: DiagonalGaussianProcess,
     shape: tuple[int, ...],
-    sampler: str = DEFAULT_SAMPLER,
+    sampler: str = "auto",
     steps: int = 20,
     prediction: Prediction = "eps",
     generator: torch.Generator | None = None,
@@ -85,7 +91,8 @@ def sample(
         model: any callable ``model(z_t, t, **cond)`` with z_t (B, C, H, W) in pixel space
             and t (B,) in [0, 1], returning the ``prediction`` (eps, x0 or v) in pixel space.
         process: the forward process the model was trained for.
-        sampler: a name in ``SAMPLERS`` ("dpmpp_2m", "unipc", "heun", "ddim", "ancestral", ...).
+        sampler: a name in ``SAMPLERS`` ("dpmpp_2m", "unipc", "heun", "ddim", "ancestral", ...),
+            or "auto" for the process's best sampler on the benchmarks (``auto_sampler``).
         steps: number of grid intervals (NFE for all samplers except "heun": 2 steps - 1).
         generator: RNG for the initial noise and any stochastic steps.
         noise: the initial standard-normal tensor (overrides ``generator`` for it).
@@ -102,8 +109,9 @@ def sample(
     Returns:
         x_0 (B, C, H, W), and the trajectory if requested.
     """
-    check_choice("sampler", sampler, sorted(SAMPLERS))
+    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
     check_choice("grid", grid, ["auto", *sorted(GRIDS)])
+    sampler = auto_sampler(process) if sampler == "auto" else sampler
     fn = SAMPLERS[sampler]
     _check_options(sampler, fn, sampler_options)
     if noise is not None and tuple(noise.shape) != tuple(shape):
