@@ -35,7 +35,7 @@ def test_train_then_sample_writes_a_valid_png(tmp_path, capsys):
     with Image.open(grid) as image:
         image.verify()
     with Image.open(grid) as image:
-        assert image.format == "PNG" and image.mode == "L" and min(image.size) >= 64
+        assert image.format == "PNG" and min(image.size) >= 64
     data = np.load(npz)
     assert data["images"].shape == (9, 1, 8, 8) and data["uint8"].dtype == np.uint8
 
@@ -129,3 +129,15 @@ def test_list_configs(capsys):
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["cifar10-blur", "cifar10-gauss", "digits-blur", "digits-blur-cond", "digits-gauss", "mnist-blur",
                      "mnist-gauss", "mnist-gauss-cond"]
+
+
+def test_resume_with_the_runs_own_config_and_more_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "digits-gauss", f"run.out_dir={out}", *TINY]) == 0
+    assert main(["train", "--resume", str(out), "optim.steps=5"]) == 0
+    assert "trained 2 steps (total 5)" in capsys.readouterr().out
+    # an override right after a bare --resume is still an override
+    assert main(["train", "--config", "digits-gauss", f"run.out_dir={out}", *TINY, "--resume", "optim.steps=6"]) == 0
+    assert "trained 1 steps (total 6)" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 
 from difflab.processes import BlurringDiffusion, GaussianDiffusion, build_process  # noqa: E402
 from difflab.samplers import sample  # noqa: E402
+from difflab.evaluation import nll  # noqa: E402
 
-__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "sample"]
+__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "nll", "sample"]

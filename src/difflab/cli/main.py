@@ -17,6 +17,8 @@ from difflab.errors import DifflabError
 SUBCOMMANDS: dict[str, str] = {
     "train": "train",
     "sample": "sample",
+    "demo": "demo",
+    "eval": "eval",
 }
 
 

@@ -50,8 +50,8 @@ def check_args(args: argparse.Namespace) -> torch.device:
             raise ConfigError(f"--{name}={value} must be a positive integer")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed={args.seed} must be in [0, 2**63)")
-    if args.eta is not None and not args.eta >= 0:
-        raise ConfigError(f"--eta={args.eta} must be >= 0")
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        raise ConfigError(f"--eta={args.eta} must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -65,8 +65,8 @@ def check_args(args: argparse.Namespace) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.training.checkpoint import load_checkpoint
-    from difflab.training.images import save_image_grid, save_samples_npz
-    from difflab.training.sampling import generate
+    from difflab.evaluation.figures import save_image_grid
+    from difflab.training.sampling import generate, save_samples_npz
 
     device = check_args(args)
     ckpt = load_checkpoint(args.checkpoint)

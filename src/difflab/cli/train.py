@@ -13,8 +13,11 @@ SIGINT/SIGTERM save a checkpoint and exit 0, printing how to resume.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
 def split_resume_override(args: argparse.Namespace) -> None:
     """``--resume optim.steps=10``: argparse gives the override to --resume; move it back."""
     if args.resume not in (None, "auto") and "=" in args.resume and not Path(args.resume).exists():
-        args.overrides = [args.resume, *args.overrides]
+        args.overrides = [*args.overrides, args.resume]
         args.resume = "auto"
 
 
@@ -67,12 +70,25 @@ def run(args: argparse.Namespace) -> int:
         for name, path in sorted(shipped_configs().items()):
             print(f"{name}\t{path}")
         return 0
-    config = resolve_config(args)
-    trainer = Trainer(config, resume=args.resume)
-    summary = trainer.train()
+    with one_line_warnings("difflab train"):
+        config = resolve_config(args)
+        trainer = Trainer(config, resume=args.resume)
+        summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print(report(summary, args), file=sys.stderr if summary["interrupted"] else sys.stdout)
     return 0
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Show Python warnings (e.g. skipped corrupt images) as ``prefix: warning: message``."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def report(summary: dict[str, Any], args: argparse.Namespace) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from difflab.data import ImageDataset
-from difflab.errors import ConfigError, DataError
+from difflab.errors import ConfigError, DataError, DifflabError
 from difflab.nn import network_from_dict
 from difflab.processes import DiagonalGaussianProcess, build_process
 from difflab.training.config import TrainConfig
@@ -22,7 +22,12 @@ def build_components(config: TrainConfig) -> tuple[ImageDataset, DiagonalGaussia
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.name} has no images; check data.path")
     process = build_process(config.process)
-    network = network_from_dict(config.network, seed=config.optim.seed)
+    try:
+        network = network_from_dict(config.network, seed=config.optim.seed)
+    except DifflabError:
+        raise
+    except (ValueError, RuntimeError, ZeroDivisionError) as err:
+        raise ConfigError(f"cannot build the network from the network section: {err}") from None
     check_network_fits_data(config, dataset, network)
     return dataset, process, network
 

@@ -262,11 +262,11 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as f:
         head = f.read(9)
     size = path.stat().st_size
-    if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC):
-        raise CheckpointError(f"{path} is a pickle / torch.save file, not safetensors; difflab never "
-                              "unpickles (it could run arbitrary code): convert it with safetensors")
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 header size, then a JSON header
     if len(head) < 9 or header_len + 8 > size or head[8:9] != b"{":
+        if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC):
+            raise CheckpointError(f"{path} is a pickle / torch.save file, not safetensors; difflab never "
+                                  "unpickles (it could run arbitrary code): convert it with safetensors")
         raise CheckpointError(f"{path} is not a valid safetensors file")
     try:
         return load_file(str(path), device="cpu")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from difflab.errors import ConfigError, check_choice
 from difflab.nn import NETWORK_KINDS, config_to_dict, make_config
 from difflab.objectives import TimeSampling, Weighting
 from difflab.processes import PROCESSES, Prediction, build_process
+from difflab.samplers import SAMPLERS
 from difflab.training.fields import check_range, dataclass_from_dict
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -123,10 +125,13 @@ class SampleConfig:
     """Clip the clean estimate to [-clip_x0, clip_x0] at each step; 1 matches images in [-1, 1]."""
 
     def __post_init__(self) -> None:
+        check_choice("run.sample.sampler", self.sampler, sorted(SAMPLERS))
+        if self.eta is not None and "eta" not in inspect.signature(SAMPLERS[self.sampler]).parameters:
+            raise ConfigError(f"run.sample.eta is set but sampler {self.sampler!r} has no eta; remove it or use ddim")
         check_range("run.sample.steps", self.steps, 1)
         check_range("run.sample.num", self.num, 1, 4096)
         if self.eta is not None:
-            check_range("run.sample.eta", self.eta, 0.0)
+            check_range("run.sample.eta", self.eta, 0.0, 1.0)
         if self.clip_x0 is not None:
             check_range("run.sample.clip_x0", self.clip_x0, 0.0, low_open=True)
 

@@ -143,9 +143,11 @@ def check_range(
     why: str = "",
 ) -> None:
     """``ConfigError`` unless ``low <= value <= high`` (``<`` for an open end); None = unbounded."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high or (isinstance(value, float) and math.isnan(value)):
+    if too_low or too_high:
         lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
         hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
         raise ConfigError(f"{name}={value!r} is out of range {lo}, {hi}{'; ' + why if why else ''}")

@@ -12,10 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from difflab.evaluation.figures import save_loss_curve
 
 
 class MetricsLog:
@@ -51,19 +48,9 @@ class MetricsLog:
 
 
 def plot_loss_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """PNG of loss against step (log y-axis); None when there is nothing to plot."""
-    points = [(r["step"], r["loss"]) for r in records if "loss" in r and r["loss"] is not None and r["loss"] > 0]
+    """PNG of the logged loss against the step; None when there is nothing to plot."""
+    points = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), float) and r["loss"] > 0]
     if not points:
         return None
     steps, losses = zip(*points)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(steps, losses, lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_loss_curve(list(steps), list(losses), path)

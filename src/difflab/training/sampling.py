@@ -3,11 +3,15 @@ and ``difflab sample``, so a loaded checkpoint reproduces the in-memory model ex
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from difflab.evaluation.figures import to_uint8
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import sample
 
@@ -50,3 +54,15 @@ def generate(
         clip_x0=clip_x0, device=device, **options,
     )
     return x, labels
+
+
+def save_samples_npz(x: torch.Tensor, path: str | os.PathLike, labels: torch.Tensor | None = None) -> Path:
+    """Save samples as ``.npz``: ``images`` float32 (B, C, H, W) in [-1, 1], ``uint8`` (B, H, W, C),
+    and ``labels`` (B,) when class-conditional."""
+    arrays = {"images": x.detach().float().cpu().numpy(), "uint8": to_uint8(x)}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path

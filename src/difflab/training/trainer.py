@@ -31,10 +31,12 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
-from difflab.errors import ConfigError, DifflabError
+from difflab.errors import CheckpointError, ConfigError, DifflabError
+from difflab.evaluation.figures import save_image_grid
 from difflab.objectives import diffusion_loss, sample_times
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
+    Checkpoint,
     check_compatible,
     has_checkpoint,
     load_checkpoint,
@@ -44,7 +46,6 @@ from difflab.training.checkpoint import (
 )
 from difflab.training.config import TrainConfig
 from difflab.training.ema import EMA
-from difflab.training.images import save_image_grid
 from difflab.training.metrics import MetricsLog, plot_loss_curve
 from difflab.training.sampling import generate
 from difflab.training.signals import StopRequest
@@ -61,12 +62,22 @@ def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
     return lr * min(1.0, (step + 1) / warmup_steps)
 
 
+def has_gpu() -> bool:
+    """Whether torch sees a CUDA, MPS or XPU device."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def make_accelerator(mixed_precision: str) -> Accelerator:
-    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning)."""
-    if mixed_precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning).
+
+    Without a GPU the accelerator is told ``cpu=True``, so processes started by
+    ``accelerate launch --multi_gpu`` or ``torchrun`` form a gloo (multi-CPU) group.
+    """
+    if mixed_precision == "fp16" and not has_gpu():
         warnings.warn("optim.mixed_precision='fp16' needs a GPU; training in fp32 on the CPU", stacklevel=2)
         mixed_precision = "no"
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not has_gpu())
 
 
 class Trainer:
@@ -120,7 +131,11 @@ class Trainer:
         self.ema.module.to(acc.device)
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            try:
+                self._restore(checkpoint)
+            except (KeyError, TypeError, IndexError, AttributeError) as err:
+                raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
+                                      f"{err}); it can be sampled from but not resumed") from None
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
 
     # --- set-up ----------------------------------------------------------------------------
@@ -134,10 +149,12 @@ class Trainer:
             return resolve_checkpoint(self.out_dir) if has_checkpoint(self.out_dir) else None
         return resolve_checkpoint(resume)
 
-    def _restore(self, checkpoint: Any) -> None:
+    def _restore(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
         state = checkpoint.training_state
         self.step = checkpoint.step
+        if checkpoint.path.parent.resolve() == (self.out_dir / "checkpoints").resolve():
+            self.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
         self.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -145,6 +162,7 @@ class Trainer:
         self.window = dict(state["window"])
         self.skipped = int(state["skipped"])
         self.last_loss = state.get("last_loss")
+        self.last_grad_norm = state.get("last_grad_norm")
         scaler = self.accelerator.scaler
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
@@ -157,8 +175,10 @@ class Trainer:
             warnings.warn(f"checkpoint was written by {rng['generator'].shape[0]} processes, this run has "
                           f"{world}: random streams restart from the seed (the run is no longer bit-exact)",
                           stacklevel=2)
-        if self.sampler.batch_size != self.config.optim.batch_size:
-            raise ConfigError("optim.batch_size differs from the checkpoint's; keep it to resume")
+        if checkpoint.config.optim.batch_size != self.config.optim.batch_size:
+            warnings.warn(f"optim.batch_size changed from {checkpoint.config.optim.batch_size} to "
+                          f"{self.config.optim.batch_size}: the data order after step {self.step} differs from "
+                          "the original run's", stacklevel=2)
 
     # --- the run ---------------------------------------------------------------------------
     @property
@@ -343,15 +363,31 @@ class Trainer:
             "window": dict(self.window),
             "skipped": self.skipped,
             "last_loss": self.last_loss,
+            "last_grad_norm": self.last_grad_norm,
             "scaler": scaler,
             "rng": gathered,
             "image_shape": list(self.image_shape),
             "num_processes": acc.num_processes,
         }
 
+    def replica_checksums(self) -> torch.Tensor:
+        """(world, 2 * tensors) float64 per-tensor sums of the weights and EMA on every rank.
+
+        DDP keeps replicas equal; ``save`` checks it, since a divergence would make the
+        checkpoint (written by rank 0 alone) misrepresent the other ranks.
+        """
+        tensors = [*self.unwrapped_model.parameters(), *self.ema.module.parameters()]
+        sums = torch.stack([p.detach().double().sum() for p in tensors])
+        return self.accelerator.gather(sums[None]).cpu()
+
     def save(self) -> Path:
         """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes)."""
         state = self.training_state()
+        if self.accelerator.num_processes > 1:
+            checksums = self.replica_checksums()
+            if not bool((checksums == checksums[0]).all()):
+                raise RuntimeError(f"weights or EMA differ between processes at step {self.step} (a difflab bug)")
+            state["replica_checksums"] = checksums
         path = self.out_dir / "checkpoints" / step_dir_name(self.step)
         if self.accelerator.is_main_process:
             path = save_run_checkpoint(self.out_dir / "checkpoints", keep_last=self.config.run.keep_last,
