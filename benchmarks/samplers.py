@@ -247,46 +247,58 @@ def lookup(rows: list[dict[str, Any]], process: str, sampler: str, grid: str, bu
 
 
 # --- trained models -------------------------------------------------------------------------
-def trained_model_errors(run: Path, nfes: tuple[int, ...], num: int = 40, reference_steps: int = 1000,
-                         clip_x0: float = 1.0) -> list[dict[str, Any]]:
-    """RMSE (pixel space, images in [-1, 1]) of each deterministic sampler to a ``reference_steps``-step DDIM
-    solution from the same noise, at the process's auto grid: the solver error on a real network."""
-    from difflab.training import load_for_sampling
+def trained_model_rows(run: Path, nfes: tuple[int, ...], *, num_fd: int = 1000, num_rmse: int = 40,
+                       reference_steps: int = 1000) -> list[dict[str, Any]]:
+    """Per sampler x NFE on a trained network, at the process's auto grid (clip_x0 = 1, EMA weights):
 
-    model, process, config = load_for_sampling(run, use_ema=True)
-    model.eval()
+    - ``fd``: Frechet distance of ``num_fd`` samples to the dataset's test split in the project's
+      classifier features (``difflab.evaluation``), same seed for every sampler;
+    - ``rmse``: pixel RMSE (images in [-1, 1]) of ``num_rmse`` samples to a ``reference_steps``-step
+      DDIM solution from the same noise: the solver error on a real network.
+    """
+    from difflab.data import load_dataset
+    from difflab.evaluation import evaluate
+    from difflab.training import load_checkpoint
+
+    ckpt = load_checkpoint(run)
+    model, process, config = ckpt.ema_model.eval(), ckpt.process, ckpt.config
     num_classes = config.network.get("num_classes")
-    shape = (num, *config_image_shape(run))
-    cond = None if num_classes is None else {"class_labels": torch.arange(num) % num_classes}
+    prediction = config.objective.prediction
+    data = load_dataset(config.data.name, split="test")
+    shape = (num_rmse, *ckpt.training_state["image_shape"])
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    common = {"noise": noise, "cond": cond, "clip_x0": clip_x0, "prediction": config.objective.prediction,
-              "grid": auto_grid(process)}
+    common = {"noise": noise, "clip_x0": 1.0, "prediction": prediction, "grid": auto_grid(process),
+              "cond": None if num_classes is None else {"class_labels": torch.arange(num_rmse) % num_classes}}
+    fd_options = {"metrics": ("fd",), "num_samples": num_fd, "prediction": prediction, "ema": True,
+                  "num_classes": num_classes}
     rows = []
     with torch.no_grad():
         reference = difflab.sample(model, process, shape, sampler="ddim", steps=reference_steps, **common)
+        converged = evaluate(model, process, data, sampler="ddim", steps=reference_steps, **fd_options)["fd"]
         for sampler in BENCH_SAMPLERS:
             for budget in nfes:
                 steps, nfe = steps_for(sampler, budget)
                 x = difflab.sample(model, process, shape, sampler=sampler, steps=steps, **common)
-                rows.append({"run": str(run), "process": process.kind, "sampler": sampler, "grid": common["grid"],
-                             "nfe": nfe, "rmse": ((x - reference) ** 2).mean().sqrt().item()})
+                fd = evaluate(model, process, data, sampler=sampler, steps=steps, **fd_options)["fd"]
+                rows.append({"run": str(run), "process": process.kind, "prediction": prediction,
+                             "sampler": sampler, "grid": common["grid"], "nfe_budget": budget, "nfe": nfe,
+                             "rmse": ((x - reference) ** 2).mean().sqrt().item(), "fd": fd,
+                             f"fd_ddim_{reference_steps}": converged})
     return rows
 
 
-def config_image_shape(run: Path) -> tuple[int, ...]:
-    from difflab.training import load_checkpoint
-
-    return tuple(load_checkpoint(run).training_state["image_shape"])
-
-
-def trained_table(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> str:
-    lines = ["| run (process, auto grid) | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+def trained_table(rows: list[dict[str, Any]], nfes: tuple[int, ...], key: str) -> str:
+    lines = ["| run (process, prediction, auto grid) | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|---|" + "---|" * len(nfes)]
     for run in dict.fromkeys(r["run"] for r in rows):
         for sampler in BENCH_SAMPLERS:
             sel = [r for r in rows if r["run"] == run and r["sampler"] == sampler]
-            head = f"{Path(run).name} ({sel[0]['process']}, {sel[0]['grid']})"
-            lines.append(f"| {head} | {sampler} | " + " | ".join(f"{r['rmse']:.3f}" for r in sel) + " |")
+            head = f"{Path(run).name} ({sel[0]['process']}, {sel[0]['prediction']}, {sel[0]['grid']})"
+            lines.append(f"| {head} | {sampler} | " + " | ".join(f"{r[key]:.3g}" for r in sel) + " |")
+        if key == "fd":
+            key_steps, converged = next((k, v) for k, v in sel[0].items() if k.startswith("fd_ddim_"))
+            lines.append(f"| {Path(run).name} | ddim, {key_steps.rsplit('_', 1)[1]} steps (converged) | "
+                         f"{converged:.3g} |" + " |" * (len(nfes) - 1))
     return "\n".join(lines)
 
 
@@ -391,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
-                        help="a trained run (repeatable): add the solver error of each sampler on its network")
+                        help="a trained run (repeatable): add FD and solver error vs NFE of each sampler on it")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = power_law_data()
@@ -418,10 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind, grid in AUTO_GRIDS.items():
         agree = [name for name, best in recommended[kind].items() if best == grid]
         print(f"- auto grid for {kind}: {grid}, the best here for {', '.join(agree)}")
-    trained = [row for run in args.checkpoint for row in trained_model_errors(run, nfes[:-1])]
+    trained = [row for run in args.checkpoint for row in trained_model_rows(run, nfes)]
     if trained:
-        print("\n### Trained networks: RMSE to a 1000-step DDIM solution from the same noise (clip_x0 = 1)\n")
-        print(trained_table(trained, nfes[:-1]))
+        print("\n### Trained networks: FD to the test split (1000 samples, classifier features)\n")
+        print(trained_table(trained, nfes, "fd"))
+        print("\n### Trained networks: RMSE to a 1000-step DDIM solution from the same noise\n")
+        print(trained_table(trained, nfes, "rmse"))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"spectrum": {"size": SIZE, "v_max": V_MAX, "v_min": V_MIN, "exponent": spectrum_exponent(),
                            "law": "v = (1 + sqrt(i^2 + j^2))^-p, mean = sqrt(v) cos(f) / 2"},
