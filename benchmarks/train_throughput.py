@@ -11,7 +11,7 @@ difflab's noising is written inline (cosine schedule ``alpha_t = cos(pi t / 2)``
 ``sigma_t = sin(pi t / 2)``, ``z_t = alpha_t x + sigma_t eps``) so that this script needs
 only ``difflab.nn``; diffusers uses ``DDPMScheduler.add_noise`` with integer timesteps.
 
-    python benchmarks/train_throughput.py --threads 2
+    PYTHONPATH=src python benchmarks/train_throughput.py --threads 2
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -192,6 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import diffusers
 
+    load_before = os.getloadavg()[0]
     results = [bench_case(c, args) for c in CASES if c.name in args.cases]
     print(markdown_table(results))
     meta = {
@@ -203,6 +205,7 @@ def main() -> None:
         "warmup": args.warmup,
         "channels_last": args.channels_last,
         "device": "cpu",
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -30,7 +30,8 @@ def test_train_then_sample_writes_a_valid_png(tmp_path, capsys):
     assert [r["step"] for r in lines] == [1, 2, 3]
 
     grid, npz = tmp_path / "grid.png", tmp_path / "s.npz"
-    args = ["sample", "--checkpoint", str(out), "--steps", "4", "--num", "9", "--seed", "1", "--out", str(grid)]
+    args = ["sample", "--checkpoint", str(out), "--sampler", "ddim", "--steps", "4", "--num", "9", "--seed", "1",
+            "--out", str(grid)]
     assert main([*args, "--npz", str(npz), "--eta", "1.0"]) == 0
     with Image.open(grid) as image:
         image.verify()
@@ -63,7 +64,10 @@ def test_sample_without_ema_and_named_checkpoint_dir(tmp_path):
         (["--config", "digits-gauss", "network.kind=mlp"], "unknown network option(s) ['attention_resolutions'"),
         (["--config", "digits-gauss", "network.num_classes=4"], "network.num_classes=4 but digits/train has 10"),
         (["--config", "digits-gauss", "optim.batch_size=5000"], "batch_size=5000 must be between 1 and"),
-        (["--config", "digits-gauss", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
+        (["--config", "digits-gauss", "run.eval.metrics=[fd,fid]"], "run.eval.metrics[1]='fid' is not allowed"),
+        (["--config", "digits-gauss", "data.name=cifar10", "run.eval_every=1000"], "set run.eval.inception_weights to a local"),
+        (["--config", "digits-gauss", "run.eval_every=1", "run.eval.features=mnist-cnn"], "'mnist-cnn' takes images of shape (1, 28, 28)"),
+        (["--config", "digits-gauss", "run.eval_every=0", "data.name=folder", "data.path=/nonexistent/imgs"], "/nonexistent/imgs"),
         ([], "pass --config FILE"),
         (["--config", "digits-gauss", "--resume", "/nonexistent/run"], "checkpoint /nonexistent/run does not exist"),
     ],
@@ -127,8 +131,8 @@ def test_sample_from_a_non_checkpoint_exits_2(tmp_path, capsys):
 def test_list_configs(capsys):
     assert main(["train", "--list-configs"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["cifar10-blur", "cifar10-gauss", "digits-blur", "digits-blur-cond", "digits-gauss", "mnist-blur",
-                     "mnist-gauss", "mnist-gauss-cond"]
+    assert names == ["cifar10-blur", "cifar10-gauss", "cifar10-ihdm", "digits-blur", "digits-blur-cond", "digits-gauss",
+                     "mnist-blur", "mnist-gauss", "mnist-gauss-cond", "mnist-ihdm"]
 
 
 def test_resume_with_the_runs_own_config_and_more_steps(tmp_path, capsys):

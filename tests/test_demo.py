@@ -19,7 +19,8 @@ def test_demo_writes_all_outputs(tmp_path):
     assert len(frames) > 10
     assert (out / "loss.png").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 3 and set(summary["files"]) >= {"samples", "forward_process", "reverse_process", "loss"}
+    assert summary["steps"] == 3 and set(summary["files"]) >= {"samples", "forward_process", "reverse_process", "loss", "eval"}
+    assert summary["eval"]["step"] == 3 and summary["eval"]["eval"]["fd"] > 0  # one evaluation, at the end
     # Running again continues the finished run: nothing is retrained, figures are rewritten.
     assert main(["demo", "--out", str(out), "--steps", "3"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps_this_run"] == 0

@@ -25,7 +25,7 @@ from difflab.errors import ConfigError, DifflabError
 from difflab.training import TrainConfig, Trainer, load_config
 from difflab.training import trainer as trainer_module
 
-TINY = ["network.base_channels=16", "optim.batch_size=8", "optim.steps=2", "run.progress=false",
+TINY = ["network.base_channels=16", "optim.batch_size=8", "optim.steps=2", "run.progress=false", "run.eval_every=0",
         "run.sample.steps=2", "run.sample.num=4"]
 
 

@@ -32,13 +32,14 @@ data: {hflip: true}
 objective: {prediction: v, time_sampling: stratified, cond_drop_prob: 0.2}
 optim: {batch_size: 16, steps: STEPS, warmup_steps: 5, seed: 3}
 run: {log_every: 1, checkpoint_every: 3, keep_last: 2, progress: false, num_threads: 1,
-      sample: {steps: 2, num: 4}}
+      sample: {steps: 2, num: 4}, eval_every: 10,
+      eval: {metrics: [fd, kid], num_samples: 16, steps: 2, cache_dir: CACHE}}
 """
 
 
 def write_config(tmp_path: Path, steps: int) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(CONFIG.replace("STEPS", str(steps)))
+    path.write_text(CONFIG.replace("STEPS", str(steps)).replace("CACHE", str(tmp_path / "cache")))
     return path
 
 
@@ -72,7 +73,13 @@ def start_and_wait(command: list[str], out: Path, at_step: int, timeout: float =
 
 def curve(out: Path) -> list[tuple]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["lr"], r["grad_norm"], r["skipped"]) for r in records]
+    return [(r["step"], r["loss"], r["lr"], r["grad_norm"], r["skipped"]) for r in records if "loss" in r]
+
+
+def evaluations(out: Path) -> list[tuple]:
+    """(step, numbers, protocol) of the periodic evaluations, in log order."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["eval"], r["protocol"]) for r in records if "eval" in r]
 
 
 def assert_same_tensors(a: dict, b: dict) -> None:
@@ -105,6 +112,7 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path):
     assert_same_tensors(ref.training_state["rng"], got.training_state["rng"])
     assert ref.training_state["sampler"] == got.training_state["sampler"] == {"seed": 3, "step": steps}
     assert curve(reference) == curve(killed)
+    assert evaluations(reference) == evaluations(killed) and [e[0] for e in evaluations(killed)] == [10, 20, 30, 40]
     assert [r[0] for r in curve(killed)] == list(range(1, steps + 1))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -13,11 +14,11 @@ from difflab.training import (
     EMA,
     TrainConfig,
     Trainer,
-    generate,
     learning_rate,
     load_checkpoint,
     load_config,
     load_for_sampling,
+    sample_grid,
     shipped_configs,
 )
 from difflab.training.state import flatten, unflatten
@@ -42,7 +43,8 @@ def tiny_config(tmp_path, *extra: str) -> TrainConfig:
 # --- config -------------------------------------------------------------------------------
 
 def test_config_roundtrip_through_yaml(tmp_path):
-    config = load_config("digits-blur", ["optim.lr=3e-4", "run.sample.eta=0.5", "network.channel_mult=[1,2]"])
+    config = load_config("digits-blur", ["optim.lr=3e-4", "run.sample.sampler=ddim", "run.sample.eta=0.5",
+                                         "network.channel_mult=[1,2]"])
     assert config.optim.lr == 3e-4 and config.run.sample.eta == 0.5
     assert config.network["channel_mult"] == (1, 2)
     path = tmp_path / "saved.yaml"
@@ -64,7 +66,8 @@ def test_defaults_are_filled_in_and_sections_optional():
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
-    assert config.process["kind"] == ("blurring" if "blur" in name.split("-") else "gaussian")
+    kind = name.removesuffix("-cond").rsplit("-", 1)[1]  # digits-blur-cond: a class-conditional digits-blur
+    assert config.process["kind"] == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat"}[kind]
 
 
 def test_shipped_cifar_configs_match_the_blurring_paper_scale():
@@ -98,6 +101,14 @@ def test_shipped_cifar_configs_match_the_blurring_paper_scale():
         (["optim.lr=1", "optim.lr.x=1"], "optim.lr is not a section"),
         (["objective.cond_drop_prob=0.1"], "needs a class-conditional network: set network.num_classes"),
         (["process.logsnr_min=-30"], "prediction='eps' with a process whose terminal logSNR is -30"),
+        (["run.eval.metrics=[fd,fid]"], "run.eval.metrics[1]='fid' is not allowed; choose one of: 'fd', 'kid'"),
+        (["run.eval.metrics=[]"], "run.eval.metrics is empty; list any of fd, kid, is, nll"),
+        (["run.eval.num_samples=1"], "run.eval.num_samples=1 is out of range [2, inf)"),
+        (["run.eval.sampler=euler9"], "run.eval.sampler='euler9' is not allowed"),
+        (["run.eval.split=val"], "run.eval.split='val' is not allowed; choose one of"),
+        (["run.eval_every=-5"], "run.eval_every=-5 is out of range"),
+        (["data.name=cifar10", "network.in_channels=3", "run.eval_every=100"],
+         "on data 'cifar10' needs Inception features (only digits and mnist have shipped ones)"),
     ],
 )
 def test_bad_options_raise_one_line_config_error(overrides, fragment):
@@ -110,6 +121,8 @@ def test_bad_options_raise_one_line_config_error(overrides, fragment):
 
 def test_contradictions_resolve_with_the_suggested_fix():
     load_config(None, ["process.logsnr_min=-30", "objective.prediction=v"])
+    load_config(None, ["data.name=cifar10", "run.eval_every=100", "run.eval.metrics=[nll]"])
+    load_config(None, ["data.name=cifar10", "run.eval_every=100", "run.eval.inception_weights=w.pth"])
     load_config(None, ["objective.cond_drop_prob=0.1", "network.num_classes=10"])
 
 
@@ -196,9 +209,9 @@ def test_train_save_load_sample_is_identical(tmp_path):
     kwargs = dict(num=4, prediction="eps", steps=3, seed=7)
     shape = trainer.image_shape
     for use_ema, in_memory in ((True, trainer.ema.module), (False, trainer.unwrapped_model)):
-        expected, _ = generate(in_memory, trainer.process, shape, **kwargs)
+        expected, _ = sample_grid(in_memory.eval(), trainer.process, shape, **kwargs)
         model, process, loaded = load_for_sampling(run, use_ema=use_ema)
-        got, _ = generate(model, process, shape, **kwargs)
+        got, _ = sample_grid(model, process, shape, **kwargs)
         assert torch.equal(got, expected)
         assert loaded == config
     ckpt = load_checkpoint(run)
@@ -224,6 +237,75 @@ def test_class_conditional_training_with_label_dropout(tmp_path):
     x0, cond = trainer._batch(torch.arange(16))
     assert cond is not None and cond["class_labels"].shape == (16,)
     assert trainer.train()["steps"] == 2
-    x, labels = generate(trainer.ema.module, trainer.process, (1, 8, 8), num=12, prediction="eps", steps=2,
-                         num_classes=10)
+    x, labels = sample_grid(trainer.ema.module.eval(), trainer.process, (1, 8, 8), num=12, prediction="eps",
+                            steps=2, num_classes=10)
     assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and x.shape == (12, 1, 8, 8)
+
+
+# --- periodic evaluation -------------------------------------------------------------------
+
+EVAL = ["run.eval_every=1", "run.eval.metrics=[fd,kid,nll]", "run.eval.num_samples=16", "run.eval.steps=2",
+        "run.eval.nll_examples=4", "network.dropout=0.1", "data.hflip=true"]  # dropout, hflip: every RNG stream
+
+
+def eval_lines(run) -> list[dict]:
+    from difflab.training.metrics import MetricsLog
+
+    return [r for r in MetricsLog(run / "metrics.jsonl").read() if "eval" in r]
+
+
+def test_periodic_eval_logs_plots_and_leaves_training_unchanged(tmp_path):
+    cache = f"run.eval.cache_dir={tmp_path / 'cache'}"
+    plain = Trainer(tiny_config(tmp_path / "plain", *EVAL[-2:]))
+    plain.train()
+    evaluated = Trainer(tiny_config(tmp_path / "eval", *EVAL, cache))
+    evaluated.train()
+    run = tmp_path / "eval" / "run"
+    lines = eval_lines(run)
+    assert [r["step"] for r in lines] == [1, 2] and (run / "eval.png").is_file()
+    for r in lines:
+        assert set(r) == {"step", "eval", "protocol", "seconds"}
+        assert set(r["eval"]) == {"fd", "kid", "kid_std", "nll", "nll_se"}
+        assert all(math.isfinite(v) for v in r["eval"].values())
+        assert "n=16, seed=0, ddim 2 steps, EMA, digits-cnn vs digits/test" in r["protocol"]
+    assert not (tmp_path / "plain" / "run" / "eval.png").exists()
+    # evaluating draws from its own generators: weights, EMA and every RNG stream are unchanged
+    a, b = load_checkpoint(tmp_path / "plain" / "run"), load_checkpoint(run)
+    for x, y in ((a.model, b.model), (a.ema_model, b.ema_model)):
+        assert all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for k in x.state_dict())
+    assert all(torch.equal(a.training_state["rng"][k], b.training_state["rng"][k]) for k in a.training_state["rng"])
+    assert evaluated.model.training and not evaluated.ema.module.training  # modes as before
+
+    # resuming the plain run at step 2 with evaluation on catches up the evaluation of step 2
+    # (same EMA weights, same seed: the same numbers), then evaluates step 3
+    resumed = Trainer(tiny_config(tmp_path / "plain", *EVAL, cache, "optim.steps=3"), resume="auto")
+    resumed.train()
+    caught_up = eval_lines(tmp_path / "plain" / "run")
+    assert [r["step"] for r in caught_up] == [2, 3] and caught_up[0]["eval"] == lines[1]["eval"]
+    Trainer(tiny_config(tmp_path / "plain", *EVAL, cache, "optim.steps=4"), resume="auto").train()
+    assert [r["step"] for r in eval_lines(tmp_path / "plain" / "run")] == [2, 3, 4]  # no duplicate at step 3
+
+
+def test_inference_restores_the_mode_and_the_global_rng():
+    from difflab.training.trainer import inference
+
+    net = torch.nn.Dropout(0.5).train()
+    state = torch.get_rng_state()
+    with inference(net, torch.device("cpu")) as model:
+        assert not model.training and not torch.is_grad_enabled()
+        torch.rand(3)
+    assert net.training and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["run.eval.features=inception", "run.eval.inception_weights=/nonexistent/w.pth"], "/nonexistent/w.pth"),
+        (["run.eval.features=mnist-cnn"], "feature extractor 'mnist-cnn' takes images of shape (1, 28, 28)"),
+    ],
+)
+def test_eval_setup_errors_come_before_training(tmp_path, overrides, fragment):
+    config = tiny_config(tmp_path, "run.eval_every=1", *overrides)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        Trainer(config)
+    assert not (tmp_path / "run").exists()

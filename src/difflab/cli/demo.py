@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    config = load_config(DEMO_CONFIG, [f"run.out_dir={out}", f"optim.steps={args.steps}", "run.sample_every=0"])
+    # One evaluation (FD/KID vs the digits test split) at the end of training.
+    overrides = [f"run.out_dir={out}", f"optim.steps={args.steps}", "run.sample_every=0", f"run.eval_every={args.steps}"]
+    config = load_config(DEMO_CONFIG, overrides)
     t0 = time.perf_counter()
     print(f"difflab demo: training {DEMO_CONFIG} for {args.steps} steps -> {out}/")
     trainer = Trainer(config, resume="auto")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     files = write_figures(trainer, out)
     summary["total_wall_time_s"] = time.perf_counter() - t0
+    summary["eval"] = last_evaluation(trainer)
     write_summary(out, summary, files, config.to_dict())
     print(f"difflab demo: done in {summary['total_wall_time_s']:.0f} s; samples in {files['samples']}")
     return 0
@@ -77,11 +80,26 @@ def write_figures(trainer: Any, out: Path) -> dict[str, str]:
     _, frames = sample(model, process, (16, *shape), generator=gen(2), return_trajectory=True, **common)
     files["reverse_process"] = save_trajectory_gif(frames, out / "reverse_process.gif", nrow=4)
     files["loss"] = out / "loss.png"
+    if (out / "eval.png").exists():
+        files["eval"] = out / "eval.png"
     return {k: str(v) for k, v in files.items()}
+
+
+def last_evaluation(trainer: Any) -> dict[str, Any] | None:
+    """The newest ``{"step", "eval", "protocol"}`` line of the run's metrics log, if any."""
+    lines = [r for r in trainer.metrics.read() if "eval" in r]
+    return lines[-1] if lines else None
 
 
 def _fmt(value: float | None) -> str:
     return "n/a (already trained)" if value is None else f"{value:.4f}"
+
+
+def _eval_lines(record: dict[str, Any] | None) -> list[str]:
+    if record is None:
+        return []
+    numbers = ", ".join(f"{k} {v:.4g}" for k, v in record["eval"].items() if isinstance(v, float))
+    return [f"- evaluation at step {record['step']}: {numbers} ({record['protocol']})"]
 
 
 def write_summary(out: Path, summary: dict[str, Any], files: dict[str, str], config: dict[str, Any]) -> None:
@@ -96,6 +114,7 @@ def write_summary(out: Path, summary: dict[str, Any], files: dict[str, str], con
         f"{summary['images_per_s']:.0f} images/s this run, final loss {_fmt(summary['final_loss'])}",
         f"- wall time: {summary['total_wall_time_s']:.0f} s (training {summary['wall_time_s']:.0f} s this run)",
         f"- sampler: {config['run']['sample']['sampler']}, {config['run']['sample']['steps']} steps, EMA weights",
+        *_eval_lines(summary.get("eval")),
         "",
         *[f"- {name}: `{path}`" for name, path in files.items()],
         f"- checkpoint: `{summary['checkpoint']}`",

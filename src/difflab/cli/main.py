@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sample": "sample",
     "demo": "demo",
     "eval": "eval",
+    "probe": "probe",
 }
 
 

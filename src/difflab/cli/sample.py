@@ -2,7 +2,7 @@
 
     difflab sample --checkpoint runs/digits --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
     difflab sample --checkpoint runs/digits/checkpoints/step_0002000 --no-ema --npz samples.npz
-    difflab sample --checkpoint runs/digits-blur-cond --class 3 --guidance 2.0 --out threes.png
+    difflab sample --checkpoint runs/digits-blur-cond --class 3 --guidance 2 --out threes.png
 
 Options left out take the values of the checkpoint's ``run.sample`` section. The EMA
 weights are used unless ``--no-ema``.
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError
-from difflab.samplers import sample_with_guidance
 
 
 def add_parser(subparsers: Any) -> None:
@@ -39,6 +38,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     parser.add_argument("--npz", help="also save the samples to this .npz file")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--prior", help="IHDM only: prior .safetensors (default: the run folder's prior.safetensors)")
     parser.set_defaults(run=run)
 
 
@@ -63,30 +63,35 @@ def check_args(args: argparse.Namespace) -> torch.device:
     return device
 
 
+def heat_sampler_options(process: Any, prior_path: str | Path) -> dict[str, Any]:
+    """{"prior": HeatPrior} for an IHDM run (its prior is fitted to the data at training time), else {}."""
+    from difflab.processes import HeatDissipation, HeatPrior
+
+    return {"prior": HeatPrior.load(prior_path)} if isinstance(process, HeatDissipation) else {}
+
+
 def run(args: argparse.Namespace) -> int:
     from difflab.training.checkpoint import load_checkpoint
     from difflab.evaluation.figures import save_image_grid
-    from difflab.training.sampling import generate, save_samples_npz
+    from difflab.training.sampling import sample_grid, save_samples_npz
 
     device = check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
     s = ckpt.config.run.sample
     model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
+    options = heat_sampler_options(ckpt.process, args.prior or ckpt.path.parent.parent / "prior.safetensors")
     clip = s.clip_x0 if args.clip_x0 is None else (args.clip_x0 if args.clip_x0 > 0 else None)
-    options = {
-        "num": args.num or s.num, "prediction": ckpt.config.objective.prediction,
-        "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps, "seed": args.seed,
-        "eta": s.eta if args.eta is None else args.eta, "clip_x0": clip, "device": device,
-    }
-    image_shape = tuple(ckpt.training_state["image_shape"])
     num_classes = ckpt.config.network.get("num_classes")
+    kwargs = {"num": args.num or s.num, "prediction": ckpt.config.objective.prediction,
+              "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps, "seed": args.seed,
+              "eta": s.eta if args.eta is None else args.eta, "clip_x0": clip, "num_classes": num_classes, **options}
+    image_shape = tuple(ckpt.training_state["image_shape"])
     if args.classes is None and args.guidance is None:
-        x, labels = generate(model, ckpt.process, image_shape, num_classes=num_classes, **options)
+        x, labels = sample_grid(model, ckpt.process, image_shape, **kwargs)
     else:
         check_guidance(num_classes, args.guidance, ckpt.config.objective.cond_drop_prob)
-        x, labels = generate_guided(model, ckpt.process, image_shape, classes=args.classes,
-                                    guidance=1.0 if args.guidance is None else args.guidance,
-                                    num_classes=num_classes, **options)
+        x, labels = sample_guided_grid(model, ckpt.process, image_shape, classes=args.classes,
+                                       guidance=1.0 if args.guidance is None else args.guidance, **kwargs)
     out = save_image_grid(x, Path(args.out))
     print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
     if args.npz:
@@ -105,14 +110,20 @@ def check_guidance(num_classes: int | None, guidance: float | None, cond_drop_pr
               file=sys.stderr)
 
 
-@torch.no_grad()
-def generate_guided(
-    model: torch.nn.Module, process: Any, image_shape: tuple[int, ...], *, num: int, classes: list[int] | None,
-    guidance: float, num_classes: int, seed: int, eta: float | None, **sample_kwargs: Any,
+def sample_guided_grid(
+    model: torch.nn.Module, process: Any, image_shape: tuple[int, ...], *, classes: list[int] | None,
+    guidance: float, num: int, num_classes: int, eta: float | None, **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like ``training.sampling.generate`` (eval mode, noise seeded by ``seed``) with class labels and guidance."""
-    model.eval()
-    generator = torch.Generator(device=sample_kwargs["device"]).manual_seed(seed)
+    """Like ``sample_grid`` with classifier-free guidance w and the given classes (None: 0..K-1 repeating).
+
+    Draws through ``difflab.evaluation.generate`` (the one sampling path); ``guidance`` and the
+    null label (= num_classes) go on to ``difflab.sample``.
+    """
+    from difflab.evaluation.evaluate import generate
+    from difflab.samplers.guidance import class_labels
+
+    labels = class_labels(range(num_classes) if classes is None else classes, num, num_classes)
     options = {} if eta is None else {"eta": eta}
-    return sample_with_guidance(model, process, (num, *image_shape), classes, guidance, null_label=num_classes,
-                                generator=generator, **sample_kwargs, **options)
+    x = generate(model, process, image_shape, num_samples=num, num_classes=num_classes, labels=labels,
+                 guidance=guidance, null_label=num_classes, **kwargs, **options)
+    return x, labels

@@ -98,6 +98,7 @@ def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> tor
     return labels[torch.randperm(n, generator=generator)]
 
 
+@torch.no_grad()
 def generate(
     model: ModelFn,
     process: DiagonalGaussianProcess,
@@ -110,24 +111,33 @@ def generate(
     seed: int = 0,
     batch_size: int = 250,
     num_classes: int | None = None,
+    labels: torch.Tensor | None = None,
     clip_x0: float | None = 1.0,
+    **sampler_options: Any,
 ) -> torch.Tensor:
-    """``num_samples`` samples (N, *shape), drawn in batches from one generator seeded with ``seed``.
+    """``num_samples`` samples (N, *shape) on the CPU, drawn in batches from one generator seeded with ``seed``.
 
-    Class-conditional models (``num_classes``) get balanced random labels as ``class_labels``.
-    A network should be in eval mode (``load_for_sampling`` returns it so).
+    The one sample-drawing path of difflab: ``evaluate``, training previews, periodic
+    evaluation and ``difflab sample`` all call it, so a loaded checkpoint reproduces the
+    in-memory model exactly. Class-conditional models (``num_classes``) get ``labels`` (N,)
+    if given, else balanced random labels, as ``class_labels``. ``sampler_options`` go to
+    the sampler (e.g. ``eta`` for DDIM). A network should be in eval mode (``load_for_sampling``
+    returns it so); it is not switched here.
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(f"num_samples={num_samples} and batch_size={batch_size} must be positive")
+    if labels is not None and tuple(labels.shape) != (num_samples,):
+        raise ConfigError(f"labels must have shape ({num_samples},), got {tuple(labels.shape)}")
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)  # noise, on the model's device
-    labels = balanced_labels(num_samples, num_classes, torch.Generator().manual_seed(seed)) if num_classes else None
+    if labels is None and num_classes:
+        labels = balanced_labels(num_samples, num_classes, torch.Generator().manual_seed(seed))
     out = []
     for start in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - start)
         cond = None if labels is None else {"class_labels": labels[start : start + b].to(device)}
         x = sample(model, process, (b, *shape), sampler, steps, prediction, generator,
-                   cond=cond, clip_x0=clip_x0, device=device)
+                   cond=cond, clip_x0=clip_x0, device=device, **sampler_options)
         out.append(x.detach().cpu().float())
     return torch.cat(out)
 
@@ -187,6 +197,7 @@ def evaluate(
     batch_size: int = 250,
     ema: bool | None = None,
     num_classes: int | None = None,
+    clip_x0: float | None = 1.0,
     features: str | nn.Module | None = None,
     inception_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
@@ -207,6 +218,7 @@ def evaluate(
             or a module (see ``features.resolve_extractor``).
         ema: whether ``model`` holds EMA weights (recorded in the protocol).
         num_classes: for class-conditional models: sample with balanced labels.
+        clip_x0: clip the clean estimate while sampling (None for blurring processes).
 
     Returns:
         ``{"fd", "kid", "kid_std", "is", "is_std", "nfe"}`` (the requested ones) or
@@ -227,7 +239,8 @@ def evaluate(
         extractor = resolve_extractor(features, data.name.partition("/")[0], inception_weights=inception_weights)
         reference = make_reference(data, extractor, cache_dir=cache_dir)
         samples = generate(model, process, tuple(data.images.shape[1:]), num_samples=num_samples, sampler=sampler,
-                           steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes)
+                           steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes,
+                           clip_x0=clip_x0)
         result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": steps}
         protocol = Protocol(num_samples, seed, sampler, steps, ema, extractor.name, reference_name, prediction)
     return {**result, "protocol": asdict(protocol), "protocol_text": protocol.describe()}

@@ -102,14 +102,30 @@ def save_trajectory_gif(frames: Sequence[torch.Tensor], path: str | Path, *, nro
     return _atomic_write(Path(path), lambda p: imageio.mimsave(p, images, format="GIF", duration=duration, loop=0))
 
 
-def save_loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | Path, *, title: str = "training loss") -> Path:
-    """PNG plot of the loss against the step, with a moving average."""
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot, imported lazily (it takes a second)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    return plt
+
+
+def _save_figure(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Write ``fig`` as a PNG atomically and close it."""
+    plt = _pyplot()
+    fig.tight_layout()
+
+    def write(p: Path) -> None:
+        fig.savefig(p, format="png")
+        plt.close(fig)
+
+    return _atomic_write(Path(path), write)
+
+
+def save_loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | Path, *, title: str = "training loss") -> Path:
+    """PNG plot of the loss against the step, with a moving average."""
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
     window = max(1, len(losses) // 20)
     if len(losses) >= window > 1:
@@ -120,10 +136,26 @@ def save_loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | P
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
+    return _save_figure(fig, Path(path))
 
-    def write(p: Path) -> None:
-        fig.savefig(p, format="png")
-        plt.close(fig)
 
-    return _atomic_write(Path(path), write)
+def save_metric_curves(
+    curves: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float] | None]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """PNG with one panel per metric: value against the training step, with error bars.
+
+    ``curves`` maps a label (e.g. "FD") to (steps, values, errors or None).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(4.2 * max(1, len(curves)), 3.4), dpi=100, squeeze=False)
+    for ax, (label, (steps, values, errors)) in zip(axes[0], curves.items()):
+        ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return _save_figure(fig, Path(path))

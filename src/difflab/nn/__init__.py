@@ -9,6 +9,7 @@ Build from a config dict with ``build_network(kind, **fields)`` / ``network_from
 the architecture with ``config_to_dict(net.config)``.
 """
 
+from difflab.nn.autoencoder import AutoencoderConfig, ConvAutoencoder, fit_autoencoder
 from difflab.nn.build import (
     NETWORK_KINDS,
     NetworkConfig,
@@ -24,12 +25,15 @@ from difflab.nn.build import (
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
+from difflab.nn.vit import ViT, ViTConfig
 
 __all__ = [
     "MLP",
     "NETWORK_KINDS",
     "AttentionBlock",
+    "AutoencoderConfig",
     "ClassEmbedding",
+    "ConvAutoencoder",
     "MLPConfig",
     "NetworkConfig",
     "NetworkKind",
@@ -37,10 +41,13 @@ __all__ = [
     "TimeEmbedding",
     "UNet",
     "UNetConfig",
+    "ViT",
+    "ViTConfig",
     "build_network",
     "config_from_dict",
     "config_to_dict",
     "count_parameters",
+    "fit_autoencoder",
     "make_config",
     "network_from_config",
     "network_from_dict",

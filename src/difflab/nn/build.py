@@ -17,16 +17,20 @@ from torch import nn
 from difflab.errors import ConfigError, check_choice
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.unet import UNet, UNetConfig
+from difflab.nn.vit import ViT, ViTConfig
 
-NetworkKind = Literal["unet", "mlp"]
+NetworkKind = Literal["unet", "mlp", "vit"]
 NETWORK_KINDS: tuple[str, ...] = get_args(NetworkKind)
-NetworkConfig = UNetConfig | MLPConfig
+NetworkConfig = UNetConfig | MLPConfig | ViTConfig
+NETWORK_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {
+    "unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLP), "vit": (ViTConfig, ViT),
+}
 
 
 def make_config(kind: NetworkKind, **fields: Any) -> NetworkConfig:
     """Validated config of a ``kind`` network from keyword fields (missing fields get defaults)."""
     check_choice("network kind", kind, NETWORK_KINDS)
-    config_class = UNetConfig if kind == "unet" else MLPConfig
+    config_class = NETWORK_CLASSES[kind][0]
     allowed = [f.name for f in dataclasses.fields(config_class)]
     unknown = sorted(set(fields) - set(allowed))
     if unknown:
@@ -42,7 +46,7 @@ def network_from_config(config: NetworkConfig, seed: int | None = None) -> nn.Mo
     With ``seed`` the initial weights are a deterministic function of it, drawn from a forked
     CPU generator so the caller's global RNG state is left untouched.
     """
-    network_class = UNet if isinstance(config, UNetConfig) else MLP
+    network_class = NETWORK_CLASSES[config_kind(config)][1]
     if seed is None:
         return network_class(config)
     with torch.random.fork_rng(devices=[]):
@@ -58,7 +62,7 @@ def build_network(kind: NetworkKind, *, seed: int | None = None, **fields: Any) 
 
 def config_kind(config: NetworkConfig) -> NetworkKind:
     """The ``kind`` string of a network config."""
-    return "unet" if isinstance(config, UNetConfig) else "mlp"
+    return next(k for k, (cls, _) in NETWORK_CLASSES.items() if isinstance(config, cls))  # type: ignore[return-value]
 
 
 def config_to_dict(config: NetworkConfig) -> dict[str, Any]:

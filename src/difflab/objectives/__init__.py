@@ -1,5 +1,7 @@
 """Objectives: loss = weighting x prediction error, and training-time sampling."""
 
+from difflab.objectives.heat import heat_loss, levels_from_times, predict_less_blurred, process_loss, sample_levels
+from difflab.objectives.ldae import LDAE_SPACES, LDAESpace, dae_weight, ldae_loss
 from difflab.objectives.losses import (
     TIME_SAMPLINGS,
     WEIGHTINGS,
@@ -10,4 +12,21 @@ from difflab.objectives.losses import (
     sample_times,
 )
 
-__all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "TimeSampling", "Weighting", "diffusion_loss", "loss_weight", "sample_times"]
+__all__ = [
+    "LDAE_SPACES",
+    "TIME_SAMPLINGS",
+    "WEIGHTINGS",
+    "LDAESpace",
+    "TimeSampling",
+    "Weighting",
+    "dae_weight",
+    "diffusion_loss",
+    "heat_loss",
+    "ldae_loss",
+    "levels_from_times",
+    "loss_weight",
+    "predict_less_blurred",
+    "process_loss",
+    "sample_levels",
+    "sample_times",
+]

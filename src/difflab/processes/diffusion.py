@@ -141,13 +141,15 @@ class DiagonalGaussianProcess(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(u_s | u_t, u_0) in the basis, for s < t.
 
-        Hoogeboom & Salimans (2023), Eq. 8 and Alg. 2 ("denoise"), with their clipping delta:
+        Hoogeboom & Salimans (2023), Eq. 8 and Alg. 2 ("denoise"), with their clipping delta
+        (sigma^2_{t|s} is clipped at delta too):
         ``var = 1 / max(1 / max(sigma_s^2, delta) + alpha_{t|s}^2 / sigma^2_{t|s}, delta)`` and
         ``mean = var (alpha_{t|s} / sigma^2_{t|s} u_t + alpha_s / max(sigma_s^2, delta) u_0)``.
         For the identity basis this is DDPM's posterior (Ho et al. 2020, Eq. 7).
         """
         shape = tuple(u_t.shape)
         alpha_ts, sigma2_ts = self.transition(t.to(u_t.device), s.to(u_t.device), shape)
+        sigma2_ts = sigma2_ts.clamp(min=DELTA)  # 0 where a frequency neither decays nor gains noise (heat: DC)
         alpha_s, sigma_s = self.alpha_sigma(s.to(u_t.device), shape)
         sigma2_s = (sigma_s**2).clamp(min=DELTA)
         var = 1.0 / (1.0 / sigma2_s + alpha_ts**2 / sigma2_ts).clamp(min=DELTA)

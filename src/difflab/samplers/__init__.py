@@ -1,10 +1,19 @@
 """Samplers: stateless functions with one signature, time grids built apart, one entry point."""
 
-from difflab.samplers.api import SAMPLERS, auto_grid, auto_sampler, register_sampler, sample, sample_with_guidance
+from difflab.samplers.api import (
+    MODEL_SAMPLERS,
+    SAMPLERS,
+    auto_grid,
+    auto_sampler,
+    register_sampler,
+    sample,
+    sample_with_guidance,
+)
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import make_denoiser
 from difflab.samplers.grids import GRIDS, karras_grid, logsnr_grid, quadratic_grid, time_grid, uniform_grid
 from difflab.samplers.guidance import guided
+from difflab.samplers.heat import sample_heat
 from difflab.samplers.ode import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -16,6 +25,7 @@ from difflab.samplers.ode import (
 
 __all__ = [
     "GRIDS",
+    "MODEL_SAMPLERS",
     "SAMPLERS",
     "auto_grid",
     "auto_sampler",
@@ -32,6 +42,7 @@ __all__ = [
     "sample_dpmpp_2m_sde",
     "sample_dpmpp_3m",
     "sample_euler",
+    "sample_heat",
     "sample_heun",
     "sample_unipc",
     "sample_with_guidance",

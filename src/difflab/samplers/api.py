@@ -14,6 +14,7 @@ from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
 from difflab.samplers.grids import GRIDS, time_grid
 from difflab.samplers.guidance import class_labels, guided, null_label_of
+from difflab.samplers.heat import sample_heat
 from difflab.samplers.ode import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -32,11 +33,15 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_3m": sample_dpmpp_3m,
     "unipc": sample_unipc,
+    "ihdm": sample_heat,
 }
+# Samplers that drive the model themselves, ``fn(model, process, shape, *, steps, generator,
+# noise, return_trajectory, cond, device, dtype, **options)``: IHDM predicts the next level.
+MODEL_SAMPLERS: set[str] = {"ihdm"}
 # sampler="auto" / grid="auto": per process kind, the choice with the lowest error at 10-20 NFE
 # on the benchmarks (benchmarks/samplers.py, docs/samplers.md). The grid depends on the
 # process only, so every sampler sees the same grid in one call.
-AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc"}
+AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc", "heat": "ihdm"}
 AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
 AUTO_SAMPLER_FALLBACK = "dpmpp_2m"
 AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
@@ -58,7 +63,8 @@ def auto_grid(process: DiagonalGaussianProcess) -> str:
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-    shared = {"denoise", "process", "u", "ts", "generator", "callback"}
+    shared = {"denoise", "model", "process", "u", "ts", "shape", "steps", "generator", "callback", "noise",
+              "return_trajectory", "cond", "device", "dtype"}
     allowed = [p for p in inspect.signature(fn).parameters if p not in shared]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -118,6 +124,9 @@ def sample(
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
     if guidance is not None:
         model = guided(model, guidance, null_label if null_label is not None else null_label_of(model))
+    if sampler in MODEL_SAMPLERS:
+        return fn(model, process, tuple(shape), steps=steps, generator=generator, noise=noise,
+                  return_trajectory=return_trajectory, cond=cond, device=device, dtype=dtype, **sampler_options)
     ts = time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []

@@ -25,7 +25,7 @@ from difflab.training.config import (
     shipped_configs,
 )
 from difflab.training.ema import EMA
-from difflab.training.sampling import generate
+from difflab.training.sampling import sample_grid
 from difflab.training.trainer import NonFiniteError, Trainer, learning_rate
 
 __all__ = [
@@ -39,12 +39,12 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "check_compatible",
-    "generate",
     "learning_rate",
     "load_checkpoint",
     "load_config",
     "load_for_sampling",
     "resolve_checkpoint",
+    "sample_grid",
     "save_checkpoint",
     "shipped_configs",
 ]

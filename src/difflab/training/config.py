@@ -13,7 +13,7 @@ Sections::
     network:   {kind: unet|mlp, ...}            -> difflab.nn.make_config
     objective: ObjectiveConfig   (what the network predicts and how errors are weighted)
     optim:     OptimConfig       (AdamW, schedule, batch, EMA, precision, seed)
-    run:       RunConfig         (where to write, how often to log/sample/checkpoint)
+    run:       RunConfig         (where to write, how often to log/sample/evaluate/checkpoint)
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ import torch
 import yaml
 
 from difflab.data import DataConfig
+from difflab.data.load import Split
 from difflab.errors import ConfigError, check_choice
+from difflab.evaluation.evaluate import METRIC_NAMES, SAMPLE_METRICS, MetricName
+from difflab.evaluation.features import EXTRACTORS, INCEPTION_WEIGHTS, ExtractorName, default_extractor
 from difflab.nn import NETWORK_KINDS, config_to_dict, make_config
 from difflab.objectives import TimeSampling, Weighting
 from difflab.processes import PROCESSES, Prediction, build_process
@@ -137,6 +140,71 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation during training (``run.eval_every``): ``difflab.evaluation.evaluate``
+    on the EMA weights, logged to metrics.jsonl and plotted in eval.png.
+
+    Digits and MNIST use the shipped classifier features (digits-cnn, mnist-cnn), so FD/KID/IS
+    run offline. Any other data (CIFAR-10, image folders) needs Inception-v3: install
+    torch-fidelity and set ``inception_weights`` to a local copy of the standard FID weights
+    file, or evaluate only ``nll``.
+    """
+
+    metrics: tuple[MetricName, ...] = ("fd", "kid")
+    """Any of "fd" (Frechet distance on classifier/Inception features), "kid" (kernel
+    distance, unbiased, so comparable across sample counts), "is" (Inception-style score) and
+    "nll" (bits/dim by the variational bound on ``nll_examples`` reference images). FD and KID
+    are the default: FD is the standard number, KID has an error bar at small sample counts."""
+    num_samples: int = 500
+    """Samples drawn per evaluation (at least 2). FD is biased upwards at small counts, so
+    compare numbers only at equal ``num_samples``; 500 takes ~10 s on one CPU core for digits."""
+    sampler: str = "ddim"
+    """A name in ``difflab.samplers.SAMPLERS``; deterministic DDIM makes the curve smooth."""
+    steps: int = 50
+    """Sampler steps (network evaluations per sample); 50 is the usual DDIM budget."""
+    clip_x0: float | None = 1.0
+    """Clip the clean estimate to [-clip_x0, clip_x0] while sampling; null for blurring
+    processes (as in ``run.sample``)."""
+    seed: int = 0
+    """Seeds the evaluation's own generators (noise, labels, KID subsets, NLL times): every
+    evaluation of a run sees the same noise, and the training random streams are untouched."""
+    split: Split = "test"
+    """Reference split of the run's dataset ("train" or "test"); held-out test by default."""
+    features: ExtractorName | None = None
+    """Feature extractor: "digits-cnn", "mnist-cnn" or "inception"; null = by dataset
+    (digits -> digits-cnn, mnist -> mnist-cnn, anything else -> inception)."""
+    inception_weights: str | None = None
+    """Path of the local Inception-v3 FID weights file (pt_inception-2015-12-05-6726825d.pth);
+    needed only when the extractor is "inception". Nothing is downloaded."""
+    cache_dir: str | None = None
+    """Cache of the reference features; null = $DIFFLAB_CACHE_DIR/reference or ~/.cache/difflab/reference."""
+    batch_size: int = 250
+    """Samples drawn per batch (memory, not results: the noise comes from one generator)."""
+    nll_examples: int = 256
+    """Reference images scored when "nll" is requested (standard error ~ 1/sqrt of it)."""
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            raise ConfigError(f"run.eval.metrics is empty; list any of {', '.join(METRIC_NAMES)}")
+        for i, metric in enumerate(self.metrics):
+            check_choice(f"run.eval.metrics[{i}]", metric, METRIC_NAMES)
+        check_range("run.eval.num_samples", self.num_samples, 2, why="FD needs a covariance")
+        check_choice("run.eval.sampler", self.sampler, sorted(SAMPLERS))
+        check_range("run.eval.steps", self.steps, 1)
+        if self.clip_x0 is not None:
+            check_range("run.eval.clip_x0", self.clip_x0, 0.0, low_open=True)
+        check_range("run.eval.seed", self.seed, 0, MAX_SEED)
+        if self.features is not None:
+            check_choice("run.eval.features", self.features, EXTRACTORS)
+        check_range("run.eval.batch_size", self.batch_size, 1)
+        check_range("run.eval.nll_examples", self.nll_examples, 2, why="the standard error needs two")
+
+    def extractor_for(self, dataset: str) -> str:
+        """The feature extractor used on ``dataset`` (``features``, else the dataset's default)."""
+        return self.features or default_extractor(dataset)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Outputs, logging and fault handling."""
 
@@ -146,6 +214,10 @@ class RunConfig:
     """Steps between metrics.jsonl lines (each the mean loss since the previous line)."""
     sample_every: int = 0
     """Steps between preview sample grids (samples/step_XXXXXXX.png); 0 = only at the end."""
+    eval_every: int = 0
+    """Steps between evaluations (``run.eval``) of the EMA weights, logged to metrics.jsonl as
+    ``{"step", "eval", "protocol"}`` lines and plotted in eval.png; 0 = off (the default, since
+    an evaluation costs as much as hundreds of training steps on small models)."""
     checkpoint_every: int = 500
     """Steps between checkpoints; 0 = only at the end (and on SIGINT/SIGTERM)."""
     keep_last: int = 3
@@ -161,12 +233,15 @@ class RunConfig:
     """Show a tqdm bar (loss, images/s, ETA) on the main process."""
     sample: SampleConfig = field(default_factory=SampleConfig)
     """Preview sampling options."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Periodic evaluation options (used when ``eval_every`` > 0)."""
 
     def __post_init__(self) -> None:
         if not self.out_dir:
             raise ConfigError("run.out_dir must be a non-empty path")
         check_range("run.log_every", self.log_every, 1)
         check_range("run.sample_every", self.sample_every, 0, why="0 = only at the end")
+        check_range("run.eval_every", self.eval_every, 0, why="0 = no evaluation during training")
         check_range("run.checkpoint_every", self.checkpoint_every, 0, why="0 = only at the end")
         check_range("run.keep_last", self.keep_last, 1)
         if self.num_threads is not None:
@@ -291,6 +366,24 @@ def check_consistency(config: TrainConfig) -> None:
                 f"(< {TERMINAL_LOGSNR_FLOOR:g}, SNR ~ 0): x0 = (z - sigma eps) / alpha is undefined at t=1; "
                 "use prediction 'v' or 'x0', or raise process.logsnr_min"
             )
+    check_eval_features(config)
+
+
+def check_eval_features(config: TrainConfig) -> None:
+    """``ConfigError`` when periodic FD/KID/IS would need Inception weights that are not configured.
+
+    Checked with the config (before any training) rather than at the first evaluation; that the
+    file exists is checked when the ``Trainer`` builds the extractor.
+    """
+    run = config.run
+    if not run.eval_every or not any(m in SAMPLE_METRICS for m in run.eval.metrics):
+        return
+    if run.eval.extractor_for(config.data.name) == "inception" and run.eval.inception_weights is None:
+        raise ConfigError(
+            f"run.eval_every={run.eval_every} with metrics {list(run.eval.metrics)} on data {config.data.name!r} "
+            f"needs Inception features (only digits and mnist have shipped ones): set run.eval.inception_weights "
+            f"to a local {INCEPTION_WEIGHTS}, or run.eval.metrics: [nll], or run.eval_every: 0"
+        )
 
 
 def terminal_logsnr(process_config: dict[str, Any]) -> float:

@@ -1,7 +1,8 @@
-"""The training log: one JSON object per line in ``metrics.jsonl``, and its loss-curve PNG.
+"""The training log: one JSON object per line in ``metrics.jsonl``, and its PNG plots.
 
-Each line has at least ``step`` (the number of optimizer steps done) and ``loss`` (the mean
-training loss over the steps since the previous line). On resume the lines after the
+Each line has ``step`` (the number of optimizer steps done) and either ``loss`` (the mean
+training loss over the steps since the previous loss line, plotted in loss.png) or ``eval``
+(numbers from a periodic evaluation, with its ``protocol``, plotted in eval.png). On resume the lines after the
 checkpoint's step are dropped, so a resumed run's log equals an uninterrupted run's.
 """
 
@@ -12,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from difflab.evaluation.figures import save_loss_curve
+from difflab.evaluation.figures import save_loss_curve, save_metric_curves
+from difflab.evaluation.report import COLUMNS
 
 
 class MetricsLog:
@@ -54,3 +56,18 @@ def plot_loss_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> P
         return None
     steps, losses = zip(*points)
     return save_loss_curve(list(steps), list(losses), path)
+
+
+def plot_eval_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """PNG of each evaluated metric (FD, KID, IS, NLL, with error bars) against the step; None without eval lines."""
+    evals = [(r["step"], r["eval"]) for r in records if isinstance(r.get("eval"), dict)]
+    curves = {}
+    for label, key, err in COLUMNS:
+        points = [(step, e[key], e.get(err, 0.0) if err else 0.0) for step, e in evals if key in e]
+        if points:
+            steps, values, errors = zip(*points)
+            curves[label] = (list(steps), list(values), list(errors) if err else None)
+    if not curves:
+        return None
+    protocol = next((r.get("protocol", "") for r in reversed(records) if "eval" in r), "")
+    return save_metric_curves(curves, path, title=protocol)

@@ -1,5 +1,9 @@
-"""Draw a batch of samples from a trained network: the one code path for training previews
-and ``difflab sample``, so a loaded checkpoint reproduces the in-memory model exactly."""
+"""Preview grids and ``.npz`` files of samples from a trained network.
+
+Drawing is ``difflab.evaluation.generate`` (the one sampling path, shared with evaluation);
+this module only fixes the grid's class layout (labels 0..K-1 repeating, so each column of
+a 10-wide grid is one class) and turns ``eta=None`` into the sampler's default.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from difflab.evaluation.evaluate import generate
 from difflab.evaluation.figures import to_uint8
 from difflab.processes import DiagonalGaussianProcess, Prediction
-from difflab.samplers import sample
 
 
-def class_labels_for(num: int, num_classes: int | None, device: torch.device | str) -> torch.Tensor | None:
+def class_labels_for(num: int, num_classes: int | None) -> torch.Tensor | None:
     """Labels 0, 1, ..., num_classes-1, 0, 1, ... (B,) int64 for a class-conditional grid, or None."""
     if num_classes is None:
         return None
-    return torch.arange(num, device=device) % num_classes
+    return torch.arange(num) % num_classes
 
 
-@torch.no_grad()
-def generate(
+def sample_grid(
     model: nn.Module,
     process: DiagonalGaussianProcess,
     image_shape: tuple[int, int, int],
@@ -37,22 +40,16 @@ def generate(
     eta: float | None = None,
     clip_x0: float | None = 1.0,
     num_classes: int | None = None,
-    device: torch.device | str = "cpu",
+    **sampler_options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(samples (num, C, H, W), class labels (num,) or None) from noise seeded by ``seed``.
+    """(samples (num, C, H, W) on the CPU, class labels (num,) or None) from noise seeded by ``seed``.
 
-    ``model`` is put in eval mode; the generator is created here from ``seed`` so the result
-    depends only on the weights and these arguments.
+    ``model`` should be in eval mode; the result depends only on the weights and these arguments.
     """
-    model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    labels = class_labels_for(num, num_classes, device)
-    options: dict[str, Any] = {} if eta is None else {"eta": eta}
-    x = sample(
-        model, process, (num, *image_shape), sampler=sampler, steps=steps, prediction=prediction,
-        generator=generator, cond=None if labels is None else {"class_labels": labels},
-        clip_x0=clip_x0, device=device, **options,
-    )
+    labels = class_labels_for(num, num_classes)
+    options: dict[str, Any] = {**sampler_options, **({} if eta is None else {"eta": eta})}
+    x = generate(model, process, image_shape, num_samples=num, sampler=sampler, steps=steps, prediction=prediction,
+                 seed=seed, num_classes=num_classes, labels=labels, clip_x0=clip_x0, **options)
     return x, labels
 
 

@@ -11,8 +11,13 @@ Reproducibility: the weights, data order and every random draw come from ``optim
 position, loss-log window and every rank's RNG states, so ``resume`` continues bit for bit
 (on CPU with ``run.deterministic``). The learning rate is a function of the step alone.
 
-Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``loss.png``,
-``samples/step_XXXXXXX.png`` and ``checkpoints/step_XXXXXXX`` with ``checkpoints/latest``.
+Every ``run.eval_every`` steps the main process evaluates the EMA weights
+(``difflab.evaluation.evaluate``, see ``periodic_eval``) while the other ranks wait; the
+evaluation has its own generators, so it does not change the run.
+
+Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``loss.png``, ``eval.png``
+(with ``run.eval_every``), ``samples/step_XXXXXXX.png`` and ``checkpoints/step_XXXXXXX`` with
+``checkpoints/latest``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from tqdm.auto import tqdm
 from difflab.data import ResumableBatchSampler, random_hflip
 from difflab.errors import CheckpointError, ConfigError, DifflabError
 from difflab.evaluation.figures import save_image_grid
-from difflab.objectives import diffusion_loss, sample_times
+from difflab.objectives import process_loss, sample_times
+from difflab.processes import HeatDissipation, fit_heat_prior
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
     Checkpoint,
@@ -46,8 +52,9 @@ from difflab.training.checkpoint import (
 )
 from difflab.training.config import TrainConfig
 from difflab.training.ema import EMA
-from difflab.training.metrics import MetricsLog, plot_loss_curve
-from difflab.training.sampling import generate
+from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_curve
+from difflab.training.periodic_eval import PeriodicEvaluator
+from difflab.training.sampling import sample_grid
 from difflab.training.signals import StopRequest
 
 
@@ -80,6 +87,18 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, cpu=not has_gpu())
 
 
+@contextlib.contextmanager
+def inference(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode under ``torch.no_grad``, with its train/eval mode and the global
+    RNG (CPU, and ``device`` if CUDA) restored afterwards: sampling leaves training untouched."""
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield model.eval()
+    finally:
+        model.train(was_training)
+
+
 class Trainer:
     """Train ``config``; optionally continue from a checkpoint.
 
@@ -109,6 +128,9 @@ class Trainer:
         acc, optim = self.accelerator, config.optim
         self.dataset, self.process, network = build_components(config)
         self.image_shape = image_shape(self.dataset)
+        self.sampler_options: dict[str, Any] = {}  # IHDM samples from a prior fitted to the data
+        if isinstance(self.process, HeatDissipation):
+            self.sampler_options["prior"] = fit_heat_prior(self.process, self.dataset.images.split(1024))
         self.sampler = ResumableBatchSampler(
             len(self.dataset), optim.batch_size, seed=optim.seed,
             num_replicas=acc.num_processes, rank=acc.process_index,
@@ -137,6 +159,7 @@ class Trainer:
                 raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
                                       f"{err}); it can be sampled from but not resumed") from None
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.evaluator = PeriodicEvaluator(config) if config.run.eval_every else None
 
     # --- set-up ----------------------------------------------------------------------------
     def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
@@ -193,6 +216,8 @@ class Trainer:
         """
         with self._reproducible(), StopRequest() as stop:
             self._prepare_out_dir()
+            if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
+                self.evaluate(unless_logged=True)
             start_step, t0 = self.step, time.perf_counter()
             stopped_by = self._loop(stop, t0)
             wall = time.perf_counter() - t0
@@ -229,6 +254,8 @@ class Trainer:
                     self._log(rate, bar)
                 if self._stop_requested(stop):
                     return stop.signal_name or "signal"
+                if self._eval_due():
+                    self.evaluate()
                 if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
                     self.save()
                 if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
@@ -244,7 +271,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, cfg.optim.lr, cfg.optim.warmup_steps)
         with acc.autocast():
-            loss = diffusion_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
+            loss = process_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
                                   weighting=cfg.objective.weighting, gamma=cfg.objective.gamma,
                                   t=t, noise=noise, cond=cond).float().mean()
         global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
@@ -327,6 +354,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+            if "prior" in self.sampler_options:
+                self.sampler_options["prior"].save(self.out_dir / "prior.safetensors")
             if self.metrics.path.exists():
                 self.metrics.truncate_after(self.step)
         self.accelerator.wait_for_everyone()
@@ -403,13 +432,41 @@ class Trainer:
         path = None
         if self.accelerator.is_main_process:
             s = self.config.run.sample
-            x, _ = generate(self.ema.module, self.process, self.image_shape, num=s.num,
-                            prediction=self.config.objective.prediction, sampler=s.sampler, steps=s.steps,
-                            seed=self.config.optim.seed, eta=s.eta, clip_x0=s.clip_x0,
-                            num_classes=self.config.network.get("num_classes"), device=self.accelerator.device)
+            with inference(self.ema.module, self.accelerator.device) as model:
+                x, _ = sample_grid(model, self.process, self.image_shape, num=s.num,
+                                   prediction=self.config.objective.prediction, sampler=s.sampler, steps=s.steps,
+                                   seed=self.config.optim.seed, eta=s.eta, clip_x0=s.clip_x0,
+                                   num_classes=self.config.network.get("num_classes"), **self.sampler_options)
             path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
         self.accelerator.wait_for_everyone()
         return path
+
+    def _eval_due(self) -> bool:
+        every = self.config.run.eval_every
+        return self.evaluator is not None and self.step > 0 and self.step % every == 0
+
+    def evaluate(self, *, unless_logged: bool = False) -> dict[str, Any] | None:
+        """Evaluate the EMA weights now (main process; the others wait) and log the result.
+
+        Appends ``{"step", "eval", "protocol", "seconds"}`` to metrics.jsonl, redraws
+        ``eval.png`` and returns the record (None on other ranks, without ``run.eval_every``,
+        or with ``unless_logged`` when the log already holds this step's evaluation).
+        """
+        record = None
+        main = self.evaluator is not None and self.accelerator.is_main_process
+        if main and not (unless_logged and self._eval_logged()):
+            t0 = time.perf_counter()
+            with inference(self.ema.module, self.accelerator.device) as model:
+                result = self.evaluator(model, self.process)
+            record = {"step": self.step, **result, "seconds": round(time.perf_counter() - t0, 2)}
+            self.metrics.append(record)
+            plot_eval_curves(self.metrics.read(), self.out_dir / "eval.png")
+        self.accelerator.wait_for_everyone()
+        return record
+
+    def _eval_logged(self) -> bool:
+        """Whether metrics.jsonl already holds the evaluation of this step."""
+        return any(r.get("step") == self.step and "eval" in r for r in self.metrics.read())
 
     def _plot(self) -> None:
         if self.accelerator.is_main_process:
