@@ -131,8 +131,8 @@ def test_sample_from_a_non_checkpoint_exits_2(tmp_path, capsys):
 def test_list_configs(capsys):
     assert main(["train", "--list-configs"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["cifar10-blur", "cifar10-gauss", "cifar10-ihdm", "digits-blur", "digits-gauss", "mnist-blur",
-                     "mnist-gauss", "mnist-ihdm"]
+    assert names == ["cifar10-blur", "cifar10-gauss", "cifar10-ihdm", "digits-blur", "digits-blur-cond", "digits-gauss",
+                     "mnist-blur", "mnist-gauss", "mnist-gauss-cond", "mnist-ihdm"]
 
 
 def test_resume_with_the_runs_own_config_and_more_steps(tmp_path, capsys):

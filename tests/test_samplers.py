@@ -64,10 +64,11 @@ def test_ddim_eta0_is_deterministic_given_noise():
     process = BlurringDiffusion(sigma_blur_max=3.0)
     model = _data().model(process)
     noise = torch.randn(4, *SHAPE)
-    a = difflab.sample(model, process, noise.shape, steps=10, noise=noise, generator=torch.Generator().manual_seed(0))
-    b = difflab.sample(model, process, noise.shape, steps=10, noise=noise, generator=torch.Generator().manual_seed(9))
+    a = difflab.sample(model, process, noise.shape, "ddim", steps=10, noise=noise, generator=torch.Generator().manual_seed(0))
+    b = difflab.sample(model, process, noise.shape, "ddim", steps=10, noise=noise, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
-    c = difflab.sample(model, process, noise.shape, steps=10, noise=noise, eta=1.0, generator=torch.Generator().manual_seed(0))
+    c = difflab.sample(model, process, noise.shape, "ddim", steps=10, noise=noise, eta=1.0,
+                       generator=torch.Generator().manual_seed(0))
     assert not torch.equal(a, c)
 
 
@@ -95,4 +96,4 @@ def test_trajectory_and_errors():
     with pytest.raises(ConfigError, match="shape"):
         difflab.sample(model, process, (2, *SHAPE), noise=torch.randn(3, *SHAPE))
     with pytest.raises(ConfigError, match="eta"):
-        difflab.sample(model, process, (2, *SHAPE), eta=2.0)
+        difflab.sample(model, process, (2, *SHAPE), sampler="ddim", eta=2.0)

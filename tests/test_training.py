@@ -66,7 +66,8 @@ def test_defaults_are_filled_in_and_sections_optional():
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
-    assert config.process["kind"] == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat"}[name.rsplit("-", 1)[1]]
+    kind = name.removesuffix("-cond").rsplit("-", 1)[1]  # digits-blur-cond: a class-conditional digits-blur
+    assert config.process["kind"] == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat"}[kind]
 
 
 def test_shipped_cifar_configs_match_the_blurring_paper_scale():

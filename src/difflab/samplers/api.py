@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,22 +12,54 @@ from difflab.errors import ConfigError, check_choice
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
-from difflab.samplers.grids import time_grid
+from difflab.samplers.grids import GRIDS, time_grid
+from difflab.samplers.guidance import class_labels, guided, null_label_of
 from difflab.samplers.heat import sample_heat
+from difflab.samplers.ode import (
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_3m,
+    sample_euler,
+    sample_heun,
+    sample_unipc,
+)
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_3m": sample_dpmpp_3m,
+    "unipc": sample_unipc,
     "ihdm": sample_heat,
 }
 # Samplers that drive the model themselves, ``fn(model, process, shape, *, steps, generator,
 # noise, return_trajectory, cond, device, dtype, **options)``: IHDM predicts the next level.
 MODEL_SAMPLERS: set[str] = {"ihdm"}
+# sampler="auto" / grid="auto": per process kind, the choice with the lowest error at 10-20 NFE
+# on the benchmarks (benchmarks/samplers.py, docs/samplers.md). The grid depends on the
+# process only, so every sampler sees the same grid in one call.
+AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc", "heat": "ihdm"}
+AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
+AUTO_SAMPLER_FALLBACK = "dpmpp_2m"
+AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     """Make ``fn`` (with the shared sampler signature) available as ``sampler=name``."""
     SAMPLERS[name] = fn
+
+
+def auto_sampler(process: DiagonalGaussianProcess) -> str:
+    """The sampler ``sampler="auto"`` picks for this process (see docs/samplers.md)."""
+    return AUTO_SAMPLERS.get(getattr(process, "kind", ""), AUTO_SAMPLER_FALLBACK)
+
+
+def auto_grid(process: DiagonalGaussianProcess) -> str:
+    """The grid ``grid="auto"`` picks for this process (see docs/samplers.md)."""
+    return AUTO_GRIDS.get(getattr(process, "kind", ""), AUTO_GRID_FALLBACK)
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -43,15 +75,17 @@ def sample(
     model: ModelFn,
     process: DiagonalGaussianProcess,
     shape: tuple[int, ...],
-    sampler: str = "ddim",
-    steps: int = 50,
+    sampler: str = "auto",
+    steps: int = 20,
     prediction: Prediction = "eps",
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
     return_trajectory: bool = False,
     *,
-    grid: str = "uniform",
+    grid: str = "auto",
     cond: dict[str, Any] | None = None,
+    guidance: float | None = None,
+    null_label: int | None = None,
     clip_x0: float | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -63,28 +97,37 @@ def sample(
         model: any callable ``model(z_t, t, **cond)`` with z_t (B, C, H, W) in pixel space
             and t (B,) in [0, 1], returning the ``prediction`` (eps, x0 or v) in pixel space.
         process: the forward process the model was trained for.
-        sampler: a name in ``SAMPLERS`` ("ancestral", "ddim", ...).
-        steps: number of grid intervals (network evaluations for first-order samplers).
+        sampler: a name in ``SAMPLERS`` ("dpmpp_2m", "unipc", "heun", "ddim", "ancestral", ...),
+            or "auto" for the process's best sampler on the benchmarks (``auto_sampler``).
+        steps: number of grid intervals (NFE for all samplers except "heun": 2 steps - 1).
         generator: RNG for the initial noise and any stochastic steps.
         noise: the initial standard-normal tensor (overrides ``generator`` for it).
         return_trajectory: also return the list of z_t (pixel space) after each step.
-        grid: time-grid name (see ``difflab.samplers.grids``).
+        grid: time-grid name (see ``difflab.samplers.grids``), or "auto" for the sampler's
+            process's best grid on the benchmark (``auto_grid``).
         cond: keyword arguments passed to the model, e.g. ``{"class_labels": y}``.
+        guidance: classifier-free guidance weight w (0: unconditional, 1: conditional, > 1:
+            guided); needs ``cond["class_labels"]``. See ``difflab.samplers.guidance``.
+        null_label: the model's unconditional label (default: ``model.config.num_classes``).
         clip_x0: clip the clean estimate to [-clip_x0, clip_x0] (pixel space) at each step.
         **sampler_options: options of the chosen sampler, e.g. ``eta`` for DDIM.
 
     Returns:
         x_0 (B, C, H, W), and the trajectory if requested.
     """
-    check_choice("sampler", sampler, sorted(SAMPLERS))
+    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
+    check_choice("grid", grid, ["auto", *sorted(GRIDS)])
+    sampler = auto_sampler(process) if sampler == "auto" else sampler
     fn = SAMPLERS[sampler]
     _check_options(sampler, fn, sampler_options)
     if noise is not None and tuple(noise.shape) != tuple(shape):
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
+    if guidance is not None:
+        model = guided(model, guidance, null_label if null_label is not None else null_label_of(model))
     if sampler in MODEL_SAMPLERS:
         return fn(model, process, tuple(shape), steps=steps, generator=generator, noise=noise,
                   return_trajectory=return_trajectory, cond=cond, device=device, dtype=dtype, **sampler_options)
-    ts = time_grid(grid, steps)
+    ts = time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []
 
@@ -98,3 +141,27 @@ def sample(
     if return_trajectory:
         return x_0, trajectory + [x_0.cpu()]
     return x_0
+
+
+def sample_with_guidance(
+    model: ModelFn,
+    process: DiagonalGaussianProcess,
+    shape: tuple[int, ...],
+    classes: int | Sequence[int] | torch.Tensor | None = None,
+    guidance: float = 1.0,
+    *,
+    null_label: int | None = None,
+    **sample_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-conditional samples and their labels (B,), with guidance weight w (CLI ``--class``/``--guidance``).
+
+    ``classes``: one class index for the whole batch, a sequence repeated to fill it, or None
+    for 0, 1, ..., K-1, 0, ... (K = null_label, default ``model.config.num_classes``).
+    ``sample_kwargs`` go to ``sample`` (sampler, steps, grid, prediction, generator, device, ...).
+    """
+    null = null_label if null_label is not None else null_label_of(model)
+    labels = class_labels(range(null) if classes is None else classes, shape[0], null)
+    labels = labels.to(sample_kwargs.get("device"))
+    cond = {**(sample_kwargs.pop("cond", None) or {}), "class_labels": labels}
+    x = sample(model, process, shape, cond=cond, guidance=guidance, null_label=null, **sample_kwargs)
+    return x, labels  # type: ignore[return-value]
