@@ -97,3 +97,19 @@ def test_trajectory_and_errors():
         difflab.sample(model, process, (2, *SHAPE), noise=torch.randn(3, *SHAPE))
     with pytest.raises(ConfigError, match="eta"):
         difflab.sample(model, process, (2, *SHAPE), sampler="ddim", eta=2.0)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral", "heun", "dpmpp_2m", "unipc"])
+def test_network_evaluations_counts_model_calls(sampler):
+    from difflab.samplers.api import network_evaluations
+
+    process = GaussianDiffusion()
+    exact = _data().model(process)
+    calls = []
+
+    def model(z, t, **cond):
+        calls.append(1)
+        return exact(z, t)
+
+    difflab.sample(model, process, (2, *SHAPE), sampler=sampler, steps=7)
+    assert len(calls) == network_evaluations(sampler, 7)

@@ -26,6 +26,7 @@ from difflab.evaluation.likelihood import Method, nll
 from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import sample
+from difflab.samplers.api import auto_grid, network_evaluations, resolve_sampler
 from difflab.samplers.denoiser import ModelFn
 
 MetricName = Literal["fd", "kid", "is", "nll"]
@@ -45,13 +46,14 @@ class Protocol:
     features: str  # extractor name, or the NLL method
     reference: str  # e.g. "mnist/test (10000 images)"
     prediction: str
+    grid: str = "-"  # the sampler's time grid ("-" for NLL)
 
     def describe(self) -> str:
         ema = {True: "EMA", False: "raw weights", None: "weights n/a"}[self.ema]
         if self.sampler == "-":
             return f"n={self.num_samples} images of {self.reference}, seed={self.seed}, NLL by {self.features} ({ema})"
         return (f"n={self.num_samples}, seed={self.seed}, {self.sampler} {self.steps} steps, {ema}, "
-                f"{self.features} vs {self.reference}")
+                f"{self.features} vs {self.reference}, {self.grid} grid")
 
 
 def model_device(model: ModelFn) -> torch.device:
@@ -241,8 +243,12 @@ def evaluate(
         samples = generate(model, process, tuple(data.images.shape[1:]), num_samples=num_samples, sampler=sampler,
                            steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes,
                            clip_x0=clip_x0)
-        result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": steps}
-        protocol = Protocol(num_samples, seed, sampler, steps, ema, extractor.name, reference_name, prediction)
+        ran = resolve_sampler(sampler, process)
+        nfe = network_evaluations(ran, steps)
+        result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": nfe}
+        label = f"auto = {ran}" if sampler == "auto" else sampler
+        protocol = Protocol(num_samples, seed, label, steps, ema, extractor.name, reference_name, prediction,
+                            grid=auto_grid(process))
     return {**result, "protocol": asdict(protocol), "protocol_text": protocol.describe()}
 
 

@@ -57,6 +57,16 @@ def auto_sampler(process: DiagonalGaussianProcess) -> str:
     return AUTO_SAMPLERS.get(getattr(process, "kind", ""), AUTO_SAMPLER_FALLBACK)
 
 
+def resolve_sampler(sampler: str, process: DiagonalGaussianProcess) -> str:
+    """The sampler that actually runs: ``auto_sampler(process)`` for "auto", else ``sampler``."""
+    return auto_sampler(process) if sampler == "auto" else sampler
+
+
+def network_evaluations(sampler: str, steps: int) -> int:
+    """NFE of one ``sample`` call with ``steps`` grid intervals (2 steps - 1 for Heun, else steps)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 def auto_grid(process: DiagonalGaussianProcess) -> str:
     """The grid ``grid="auto"`` picks for this process (see docs/samplers.md)."""
     return AUTO_GRIDS.get(getattr(process, "kind", ""), AUTO_GRID_FALLBACK)
