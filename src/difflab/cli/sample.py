@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         check_guidance(num_classes, args.guidance, ckpt.config.objective.cond_drop_prob)
         x, labels = sample_guided_grid(model, ckpt.process, image_shape, classes=args.classes,
                                        guidance=1.0 if args.guidance is None else args.guidance, **kwargs)
-    out = save_image_grid(x, Path(args.out))
+    distinct = 0 if labels is None else len(torch.unique(labels))
+    nrow = distinct if 1 < distinct <= 16 else None  # class-conditional: one class per column
+    out = save_image_grid(x, Path(args.out), nrow=nrow)
     print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
     if args.npz:
         print(f"wrote {save_samples_npz(x, args.npz, labels)}")
