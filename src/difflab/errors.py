@@ -7,7 +7,9 @@ prints the message (no traceback) and exits with code 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 class DifflabError(ValueError):
@@ -32,3 +34,16 @@ def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
     if value not in allowed:
         choices = ", ".join(repr(a) for a in allowed)
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {choices}")
+
+
+def check_options(subject: str, fn: Callable[..., Any], options: Mapping[str, Any], shared: Iterable[str]) -> None:
+    """Raise ``ConfigError`` if ``options`` holds keywords that ``fn`` does not take.
+
+    ``shared`` names the parameters the caller fills in itself (not user options); the error
+    lists the options ``fn`` does accept, e.g. "sampler 'ddim' has no option(s) ['order']; ...".
+    """
+    shared = set(shared)
+    allowed = [p for p in inspect.signature(fn).parameters if p not in shared]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{subject} has no option(s) {unknown}; its options are: {allowed or 'none'}")

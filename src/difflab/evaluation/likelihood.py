@@ -18,13 +18,12 @@ dimension of the discrete data (Ho et al. 2020, Sec. 4.2), comparable to publish
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Literal
 
 import torch
 
-from difflab.errors import ConfigError, check_choice
+from difflab.errors import check_choice, check_options
 from difflab.evaluation.elbo import elbo_terms
 from difflab.evaluation.flow import flow_nll
 from difflab.evaluation.quantization import bin_width, check_on_grid, dequantize
@@ -44,14 +43,6 @@ def dimensions(x: torch.Tensor) -> int:
 def to_bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:
     """Nats per example -> bits per dimension: nats / (D ln 2)."""
     return nats / (dims * math.log(2.0))
-
-
-def _check_options(method: str, options: dict[str, Any]) -> None:
-    fn = flow_nll if method == "ode" else elbo_terms
-    allowed = [p for p in inspect.signature(fn).parameters if p not in _SHARED]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"nll(method='{method}') has no option(s) {unknown}; its options are: {allowed}")
 
 
 def ode_nats(
@@ -107,7 +98,7 @@ def nll(
         >>> bpd = difflab.nll(model, process, x, method="elbo", levels=256, num_t=4)
     """
     check_choice("method", method, METHODS)
-    _check_options(method, options)
+    check_options(f"nll(method='{method}')", flow_nll if method == "ode" else elbo_terms, options, _SHARED)
     if method == "ode":
         nats = ode_nats(model, process, x, prediction=prediction, levels=levels, cond=cond, generator=generator, **options)
     else:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from difflab.errors import ConfigError, check_choice
+from difflab.errors import ConfigError, check_choice, check_options
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
@@ -72,13 +71,9 @@ def auto_grid(process: DiagonalGaussianProcess) -> str:
     return AUTO_GRIDS.get(getattr(process, "kind", ""), AUTO_GRID_FALLBACK)
 
 
-def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-    shared = {"denoise", "model", "process", "u", "ts", "shape", "steps", "generator", "callback", "noise",
-              "return_trajectory", "cond", "device", "dtype"}
-    allowed = [p for p in inspect.signature(fn).parameters if p not in shared]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"sampler '{name}' has no option(s) {unknown}; its options are: {allowed or 'none'}")
+# Parameters every sampler takes from ``sample`` itself; the rest are user options.
+_SHARED_PARAMETERS = ("denoise", "model", "process", "u", "ts", "shape", "steps", "generator", "callback",
+                      "noise", "return_trajectory", "cond", "device", "dtype")
 
 
 def sample(
@@ -129,7 +124,7 @@ def sample(
     check_choice("grid", grid, ["auto", *sorted(GRIDS)])
     sampler = auto_sampler(process) if sampler == "auto" else sampler
     fn = SAMPLERS[sampler]
-    _check_options(sampler, fn, sampler_options)
+    check_options(f"sampler '{sampler}'", fn, sampler_options, _SHARED_PARAMETERS)
     if noise is not None and tuple(noise.shape) != tuple(shape):
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
     if guidance is not None:
