@@ -8,7 +8,7 @@ is DDPM/VP diffusion; the DCT basis with per-frequency alpha is blurring diffusi
 __version__ = "0.1.0"
 
 from difflab.processes import BlurringDiffusion, GaussianDiffusion, build_process  # noqa: E402
-from difflab.samplers import sample  # noqa: E402
+from difflab.samplers import sample, tune_grid  # noqa: E402
 from difflab.evaluation import nll  # noqa: E402
 
-__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "nll", "sample"]
+__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "nll", "sample", "tune_grid"]

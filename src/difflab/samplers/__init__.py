@@ -8,12 +8,14 @@ from difflab.samplers.api import (
     register_sampler,
     sample,
     sample_with_guidance,
+    tune_grid,
 )
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import make_denoiser
 from difflab.samplers.grids import GRIDS, karras_grid, logsnr_grid, quadratic_grid, time_grid, uniform_grid
 from difflab.samplers.guidance import guided
 from difflab.samplers.heat import sample_heat
+from difflab.samplers.tuning import TunedGrid, TunedGrids
 from difflab.samplers.ode import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -47,5 +49,8 @@ __all__ = [
     "sample_unipc",
     "sample_with_guidance",
     "time_grid",
+    "tune_grid",
+    "TunedGrid",
+    "TunedGrids",
     "uniform_grid",
 ]

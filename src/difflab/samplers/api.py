@@ -14,6 +14,7 @@ from difflab.samplers.denoiser import ModelFn, make_denoiser
 from difflab.samplers.grids import GRIDS, time_grid
 from difflab.samplers.guidance import class_labels, guided, null_label_of
 from difflab.samplers.heat import sample_heat
+from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid, TunedGrids, check_times, optimize_grid
 from difflab.samplers.ode import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -37,6 +38,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 # Samplers that drive the model themselves, ``fn(model, process, shape, *, steps, generator,
 # noise, return_trajectory, cond, device, dtype, **options)``: IHDM predicts the next level.
 MODEL_SAMPLERS: set[str] = {"ihdm"}
+STOCHASTIC_SAMPLERS: set[str] = {"ancestral", "dpmpp_2m_sde"}  # draw fresh noise at every step
 # sampler="auto" / grid="auto": per process kind, the choice with the lowest error at 10-20 NFE
 # on the benchmarks (benchmarks/samplers.py, docs/samplers.md). The grid depends on the
 # process only, so every sampler sees the same grid in one call.
@@ -87,7 +89,7 @@ def sample(
     noise: torch.Tensor | None = None,
     return_trajectory: bool = False,
     *,
-    grid: str = "auto",
+    grid: GridSpec = "auto",
     cond: dict[str, Any] | None = None,
     guidance: float | None = None,
     null_label: int | None = None,
@@ -108,8 +110,10 @@ def sample(
         generator: RNG for the initial noise and any stochastic steps.
         noise: the initial standard-normal tensor (overrides ``generator`` for it).
         return_trajectory: also return the list of z_t (pixel space) after each step.
-        grid: time-grid name (see ``difflab.samplers.grids``), or "auto" for the sampler's
-            process's best grid on the benchmark (``auto_grid``).
+        grid: time-grid name (see ``difflab.samplers.grids``), "auto" for the process's best
+            fixed grid on the benchmark (``auto_grid``), or explicit times (``steps + 1`` of
+            them, decreasing from <= 1 to 0), e.g. from ``tune_grid``, or a model's
+            ``TunedGrids`` (its grid for this sampler and steps, else "auto").
         cond: keyword arguments passed to the model, e.g. ``{"class_labels": y}``.
         guidance: classifier-free guidance weight w (0: unconditional, 1: conditional, > 1:
             guided); needs ``cond["class_labels"]``. See ``difflab.samplers.guidance``.
@@ -121,7 +125,8 @@ def sample(
         x_0 (B, C, H, W), and the trajectory if requested.
     """
     check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
-    check_choice("grid", grid, ["auto", *sorted(GRIDS)])
+    if isinstance(grid, str):
+        check_choice("grid", grid, ["auto", *sorted(GRIDS)])
     sampler = auto_sampler(process) if sampler == "auto" else sampler
     fn = SAMPLERS[sampler]
     check_options(f"sampler '{sampler}'", fn, sampler_options, _SHARED_PARAMETERS)
@@ -132,7 +137,7 @@ def sample(
     if sampler in MODEL_SAMPLERS:
         return fn(model, process, tuple(shape), steps=steps, generator=generator, noise=noise,
                   return_trajectory=return_trajectory, cond=cond, device=device, dtype=dtype, **sampler_options)
-    ts = time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
+    ts = grid_times(grid, steps, process, sampler)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []
 
@@ -146,6 +151,70 @@ def sample(
     if return_trajectory:
         return x_0, trajectory + [x_0.cpu()]
     return x_0
+
+
+GridSpec = str | Sequence[float] | torch.Tensor | TunedGrids
+
+
+def grid_times(grid: GridSpec, steps: int, process: DiagonalGaussianProcess, sampler: str) -> torch.Tensor:
+    """The float64 times (steps + 1,) that ``sample`` uses for ``grid`` and the (resolved) ``sampler``.
+
+    A name ("auto": ``auto_grid``); explicit times (checked); or a model's ``TunedGrids``:
+    its grid for (sampler, steps) if it has one, else the process's auto grid.
+    """
+    if isinstance(grid, TunedGrids):
+        tuned = grid.get(sampler, steps)
+        return tuned.as_tensor() if tuned is not None else time_grid(auto_grid(process), steps, process=process)
+    if isinstance(grid, str):
+        check_choice("grid", grid, ["auto", *sorted(GRIDS)])
+        return time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
+    return check_times(grid, steps)
+
+
+def grid_name(grid: GridSpec, steps: int, process: DiagonalGaussianProcess, sampler: str) -> str:
+    """What ``grid_times`` picks, for reports: "tuned", "explicit" or the grid's name."""
+    if isinstance(grid, TunedGrids) and grid.get(sampler, steps) is not None:
+        return "tuned"
+    if isinstance(grid, str) and grid != "auto":
+        return grid
+    return auto_grid(process) if isinstance(grid, (str, TunedGrids)) else "explicit"
+
+
+def tune_grid(
+    model: ModelFn,
+    process: DiagonalGaussianProcess,
+    shape: tuple[int, ...],
+    steps: int,
+    sampler: str = "auto",
+    prediction: Prediction = "eps",
+    generator: torch.Generator | None = None,
+    *,
+    cond: dict[str, Any] | None = None,
+    clip_x0: float | None = None,
+    t_min: float = TUNED_T_MIN,
+    reference_steps: int = 400,
+    max_evals: int = 200,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> TunedGrid:
+    """A time grid of ``steps`` intervals tuned so ``sampler`` tracks this model's converged ODE solution.
+
+    See ``difflab.samplers.tuning`` for the objective. ``shape`` (B, C, H, W) is the batch of
+    initial noises it averages over (B = 16-64 is enough), drawn with ``generator``; ``cond``
+    must then hold B labels for a class-conditional model. Pass the result's ``as_tensor()``
+    as ``grid=`` to ``sample`` with the same sampler and steps. Deterministic samplers only.
+    """
+    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
+    sampler = auto_sampler(process) if sampler == "auto" else sampler
+    if sampler in MODEL_SAMPLERS or sampler in STOCHASTIC_SAMPLERS:
+        deterministic = sorted(set(SAMPLERS) - MODEL_SAMPLERS - STOCHASTIC_SAMPLERS)
+        raise ConfigError(f"grid tuning needs a deterministic ODE sampler, not '{sampler}'; use one of {deterministic}")
+    z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    denoise = make_denoiser(model, process, prediction, cond=cond, clip_x0=clip_x0)
+    with torch.no_grad():
+        return optimize_grid(denoise, process, process.to_basis(z), steps, sampler=sampler,
+                             sampler_fn=SAMPLERS[sampler], t_min=t_min, reference_steps=reference_steps,
+                             max_evals=max_evals)
 
 
 def sample_with_guidance(
