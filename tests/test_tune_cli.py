@@ -74,3 +74,22 @@ def test_tune_rejects_bad_arguments(tuned_run: Path, capsys, argv, message) -> N
 def test_sample_rejects_an_unknown_grid(tuned_run: Path, tmp_path: Path, capsys) -> None:
     assert main(["sample", "--checkpoint", str(tuned_run), "--grid", "cosine", "--out", str(tmp_path / "x.png")]) == 2
     assert "--grid='cosine'" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_training_tunes_the_final_weights_when_asked(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--config", "digits-gauss", "network.base_channels=16", "optim.batch_size=16", "optim.steps=2", "optim.warmup_steps=1",
+                 "run.progress=false", "run.sample.steps=2", "run.sample.num=4", "run.tune_steps=[3]",
+                 f"run.out_dir={out}"])
+    assert code == 0
+    assert "tuned the dpmpp_2m grid for 3 steps" in capsys.readouterr().out
+    table = load_tuned_grids(resolve_checkpoint(out))
+    assert table is not None and table.get("dpmpp_2m", 3) is not None
+
+
+def test_tune_steps_are_validated(tmp_path: Path, capsys) -> None:
+    for override, message in (("run.tune_steps=[2]", "run.tune_steps[0]"),):
+        assert main(["train", "--config", "digits-gauss", override, f"run.out_dir={tmp_path / 'x'}"]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["train", "--config", "mnist-ihdm", "run.tune_steps=[10]", f"run.out_dir={tmp_path / 'y'}"]) == 2
+    assert "IHDM" in capsys.readouterr().err and not (tmp_path / "y").exists()

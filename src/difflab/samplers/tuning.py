@@ -48,6 +48,7 @@ from difflab.samplers.grids import scalar_logsnr, time_from_logsnr, time_grid
 
 TUNED_T_MIN = 1e-5  # DDPM-linear: sigma/alpha = 1e-3, a tenth of an 8-bit step of data in [-1, 1]
 MIN_GAP_FRACTION = 0.02  # every logSNR gap >= 2 % of the uniform gap: no wasted zero-length steps
+FAILED_J = 1e6  # objective value of a grid whose output is not finite
 START_GRIDS = ("logsnr", "quadratic", "karras")  # the fixed grids the search may start from
 FORMAT = "difflab-tuned-grids"
 FORMAT_VERSION = 1
@@ -144,23 +145,33 @@ def optimize_grid(
     lam_first, lam_last = scalar_logsnr(process, torch.tensor([1.0, t_min], dtype=torch.float64)).tolist()
     tried = [time_grid(name, steps, process=process, t_min=t_min) for name in starts]
     rel_start, start = min(((relative_mse(solve(ts), reference), ts) for ts in tried), key=lambda pair: pair[0])
-    best = (rel_start, start)
+    best, evaluations = (rel_start, start), 0
     if steps >= 3:  # steps <= 2 has no interior point to move
 
         def objective(logits: np.ndarray) -> float:
-            nonlocal best
+            nonlocal best, evaluations
+            if evaluations >= max_evals:
+                raise _BudgetSpent  # scipy's maxfev is not checked inside Powell's line searches
+            evaluations += 1
             ts = gaps_to_times(logits, process, lam_first, lam_last)
             j = relative_mse(solve(ts), reference)
             if not math.isfinite(j):
-                return float("inf")
+                return FAILED_J  # a grid on which the sampler diverged: finite, so line searches go on
             if j < best[0]:
                 best = (j, ts)
             return j
 
-        minimize(objective, times_to_logits(start, process), method="Powell",
-                 options={"maxfev": max_evals, "xtol": 1e-2, "ftol": 1e-4})
+        try:
+            minimize(objective, times_to_logits(start, process), method="Powell",
+                     options={"maxfev": max_evals, "xtol": 1e-2, "ftol": 1e-4})
+        except _BudgetSpent:
+            pass
     return TunedGrid(sampler, steps, tuple(best[1].tolist()), rel_start, best[0],
-                     relative_mse(half, reference), max_evals if steps >= 3 else 0)
+                     relative_mse(half, reference), evaluations)
+
+
+class _BudgetSpent(Exception):
+    """Raised by the objective once ``max_evals`` sampler runs are spent: ends the search."""
 
 
 # --- a model's tuned grids, saved as JSON next to its weights --------------------------------------

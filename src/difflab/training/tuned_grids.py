@@ -24,6 +24,8 @@ from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import TunedGrid, TunedGrids, tune_grid
 from difflab.samplers.api import resolve_sampler
 
+__all__ = ["FILENAME", "TunedGrid", "load_tuned_grids", "tune_checkpoint", "tuned_table", "weights_sha256"]
+
 FILENAME = "tuned_grids.json"
 TUNE_BATCH = 32  # initial noises the objective averages over (16-64 give the same grids to ~1e-2 in t)
 
