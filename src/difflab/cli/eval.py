@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, check_choice
+from difflab.samplers.grids import GRIDS
 
 
 def comma_list(text: str) -> list[str]:
@@ -44,6 +45,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--metrics", default="fd,kid,is", help="comma list of fd, kid, is, nll (default fd,kid,is)")
     parser.add_argument("--sampler", default="ddim", help="comma list of samplers (default ddim)")
     parser.add_argument("--steps", default="50", help="comma list of step counts (default 50)")
+    parser.add_argument("--grid", default="auto", help="time grid: auto (the checkpoint's tuned grid where "
+                        "`difflab tune` made one, else the process's default), uniform, quadratic, logsnr or karras")
     parser.add_argument("--num", type=int, default=1000, help="samples per (sampler, steps) (default 1000)")
     parser.add_argument("--out", default="eval", help="output folder (default ./eval)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples and metric subsets (default 0)")
@@ -70,6 +73,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--ode-tol={args.ode_tol} must be positive (e.g. 1e-5)")
     if args.num < 2:
         raise ConfigError(f"--num={args.num} must be at least 2 (FD needs a covariance)")
+    check_choice("--grid", args.grid, ["auto", *sorted(GRIDS)])
     samplers = comma_list(args.sampler)
     if not samplers:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
@@ -89,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     options = check_args(args)
     from difflab.evaluation.evaluate import sweep
     from difflab.evaluation.report import markdown_table, write_report
-    from difflab.training.checkpoint import load_for_sampling
+    from difflab.cli.sample import grid_option
+    from difflab.training.checkpoint import load_for_sampling, resolve_checkpoint
 
     model, process, config = load_for_sampling(args.checkpoint, use_ema=not args.no_ema)
+    options["grid"] = grid_option(args.grid, resolve_checkpoint(args.checkpoint), not args.no_ema)
     model = model.to(torch.device(args.device))
     data = dataclasses.replace(config.data, split=args.split).load()
     rows = sweep(model, process, data, prediction=config.objective.prediction,

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "eval": "eval",
     "probe": "probe",
+    "tune": "tune",
 }
 
 

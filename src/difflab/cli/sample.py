@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, check_choice
+from difflab.samplers.grids import GRIDS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,6 +29,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default: run.sample.steps)")
     parser.add_argument("--num", type=int, help="number of images (default: run.sample.num)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
+    parser.add_argument("--grid", default="auto", help="time grid: auto (the checkpoint's tuned grid if "
+                        "`difflab tune` made one for this sampler and steps, else the process's default), "
+                        "uniform, quadratic, logsnr or karras")
     parser.add_argument("--eta", type=float, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
     parser.add_argument("--clip-x0", type=float, help="clip the clean estimate to [-c, c]; <= 0 disables")
     parser.add_argument("--class", dest="classes", type=int, nargs="+", metavar="K",
@@ -52,15 +56,28 @@ def check_args(args: argparse.Namespace) -> torch.device:
         raise ConfigError(f"--seed={args.seed} must be in [0, 2**63)")
     if args.eta is not None and not 0 <= args.eta <= 1:
         raise ConfigError(f"--eta={args.eta} must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
+    check_choice("--grid", args.grid, ["auto", *sorted(GRIDS)])
+    return check_device(args.device)
+
+
+def check_device(text: str) -> torch.device:
+    """The torch device named by ``--device``; ``ConfigError`` if it is malformed or unavailable."""
     try:
-        device = torch.device(args.device)
+        device = torch.device(text)
     except RuntimeError:
-        raise ConfigError(f"--device={args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        raise ConfigError(f"--device={text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device={args.device} but CUDA is not available; use --device cpu")
+        raise ConfigError(f"--device={text} but CUDA is not available; use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device={args.device!r} is not supported; use cpu, cuda or mps")
+        raise ConfigError(f"--device={text!r} is not supported; use cpu, cuda or mps")
     return device
+
+
+def grid_option(grid: str, checkpoint_dir: Path, ema: bool) -> str | Any:
+    """``--grid``: a name, or for "auto" the checkpoint's tuned grids when it has any (``difflab tune``)."""
+    from difflab.training.tuned_grids import load_tuned_grids
+
+    return (load_tuned_grids(checkpoint_dir, ema) or "auto") if grid == "auto" else grid
 
 
 def heat_sampler_options(process: Any, prior_path: str | Path) -> dict[str, Any]:
@@ -84,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     num_classes = ckpt.config.network.get("num_classes")
     kwargs = {"num": args.num or s.num, "prediction": ckpt.config.objective.prediction,
               "sampler": args.sampler or s.sampler, "steps": args.steps or s.steps, "seed": args.seed,
-              "eta": s.eta if args.eta is None else args.eta, "clip_x0": clip, "num_classes": num_classes, **options}
+              "eta": s.eta if args.eta is None else args.eta, "clip_x0": clip, "num_classes": num_classes,
+              "grid": grid_option(args.grid, ckpt.path, not args.no_ema), **options}
     image_shape = tuple(ckpt.training_state["image_shape"])
     if args.classes is None and args.guidance is None:
         x, labels = sample_grid(model, ckpt.process, image_shape, **kwargs)
@@ -95,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
     distinct = 0 if labels is None else len(torch.unique(labels))
     nrow = distinct if 1 < distinct <= 16 else None  # class-conditional: one class per column
     out = save_image_grid(x, Path(args.out), nrow=nrow)
-    print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
+    from difflab.samplers.api import grid_name, resolve_sampler
+
+    ran = resolve_sampler(kwargs["sampler"], ckpt.process)
+    grid = grid_name(kwargs["grid"], kwargs["steps"], ckpt.process, ran)
+    print(f"wrote {out} ({x.shape[0]} samples, step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights, "
+          f"{ran} with {kwargs['steps']} steps on the {grid} grid)")
     if args.npz:
         print(f"wrote {save_samples_npz(x, args.npz, labels)}")
     return 0

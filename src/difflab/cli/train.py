@@ -100,6 +100,9 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
                 f"to {summary['checkpoint']}\nresume with: difflab train {config}--resume "
                 f"{shlex.quote(summary['out_dir'])}{extra}")
     loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    tuned = "".join(f"\ntuned the {g.sampler} grid for {g.steps} steps in {seconds:.0f} s: relative MSE to the "
+                    f"converged ODE solution {g.rel_mse_start:.2e} -> {g.rel_mse:.2e}"
+                    for g, seconds in summary.get("tuned_grids", []))
     return (f"trained {summary['steps_this_run']} steps (total {summary['steps']}) in {summary['wall_time_s']:.1f} s, "
             f"{summary['images_per_s']:.0f} images/s, final loss {loss}, skipped {summary['skipped']}; "
-            f"checkpoint: {summary['checkpoint']}")
+            f"checkpoint: {summary['checkpoint']}{tuned}")

@@ -26,7 +26,7 @@ from difflab.evaluation.likelihood import Method, nll
 from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import sample
-from difflab.samplers.api import auto_grid, network_evaluations, resolve_sampler
+from difflab.samplers.api import GridSpec, grid_name, network_evaluations, resolve_sampler
 from difflab.samplers.denoiser import ModelFn
 
 MetricName = Literal["fd", "kid", "is", "nll"]
@@ -194,6 +194,7 @@ def evaluate(
     num_samples: int = 1000,
     sampler: str = "ddim",
     steps: int = 50,
+    grid: GridSpec = "auto",
     prediction: Prediction = "eps",
     seed: int = 0,
     batch_size: int = 250,
@@ -216,6 +217,8 @@ def evaluate(
         model: ``model(z_t, t, **cond) -> prediction``; sampled with ``difflab.sample``.
         data: the reference dataset, e.g. ``load_dataset("mnist", split="test")``.
         metrics: any of "fd", "kid", "is" (on samples) and "nll" (bits/dim on ``data``).
+        grid: the sampler's time grid (as in ``difflab.sample``: a name, times, or a model's
+            ``TunedGrids``), recorded in the protocol.
         features: extractor name (default by dataset: digits-cnn, mnist-cnn, else inception)
             or a module (see ``features.resolve_extractor``).
         ema: whether ``model`` holds EMA weights (recorded in the protocol).
@@ -241,14 +244,14 @@ def evaluate(
         extractor = resolve_extractor(features, data.name.partition("/")[0], inception_weights=inception_weights)
         reference = make_reference(data, extractor, cache_dir=cache_dir)
         samples = generate(model, process, tuple(data.images.shape[1:]), num_samples=num_samples, sampler=sampler,
-                           steps=steps, prediction=prediction, seed=seed, batch_size=batch_size, num_classes=num_classes,
-                           clip_x0=clip_x0)
+                           steps=steps, grid=grid, prediction=prediction, seed=seed, batch_size=batch_size,
+                           num_classes=num_classes, clip_x0=clip_x0)
         ran = resolve_sampler(sampler, process)
         nfe = network_evaluations(ran, steps)
         result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": nfe}
         label = f"auto = {ran}" if sampler == "auto" else sampler
         protocol = Protocol(num_samples, seed, label, steps, ema, extractor.name, reference_name, prediction,
-                            grid=auto_grid(process))
+                            grid=grid_name(grid, steps, process, ran))
     return {**result, "protocol": asdict(protocol), "protocol_text": protocol.describe()}
 
 

@@ -19,8 +19,8 @@ The grid keeps its ends, t = 1 and ``t_min``, and its points stay ordered: the f
 parameters are ``steps - 2`` logits of a softmax over the gaps in the scalar logSNR
 (the remaining gap has logit 0), with every gap at least ``MIN_GAP_FRACTION`` of the
 uniform one (no zero-length steps). Powell's method (scipy, derivative free, deterministic)
-minimises J with a budget of ``max_evals`` sampler runs, starting from the ``logsnr`` grid,
-so J never ends above the logsnr grid's.
+minimises J with a budget of ``max_evals`` sampler runs, starting from the best of the fixed
+grids ``START_GRIDS`` (all ending at ``t_min``), so J never ends above theirs.
 
 Cost: ``2 * reference_steps + max_evals * steps`` network evaluations on a batch of ``num``
 noises (about 2 400 for 10 steps with the defaults): a few seconds for the digits network,
@@ -48,6 +48,8 @@ from difflab.samplers.grids import scalar_logsnr, time_from_logsnr, time_grid
 
 TUNED_T_MIN = 1e-5  # DDPM-linear: sigma/alpha = 1e-3, a tenth of an 8-bit step of data in [-1, 1]
 MIN_GAP_FRACTION = 0.02  # every logSNR gap >= 2 % of the uniform gap: no wasted zero-length steps
+FAILED_J = 1e6  # objective value of a grid whose output is not finite
+START_GRIDS = ("logsnr", "quadratic", "karras")  # the fixed grids the search may start from
 FORMAT = "difflab-tuned-grids"
 FORMAT_VERSION = 1
 
@@ -57,7 +59,7 @@ class TunedGrid:
     """One tuned grid and how well it tracks the reference.
 
     ``times``: steps + 1 float64 times from 1 to 0 (the last evaluated one is ``t_min``);
-    ``rel_mse_start``/``rel_mse``: J on the logsnr grid and on the tuned one;
+    ``rel_mse_start``/``rel_mse``: J on the best fixed start grid and on the tuned one;
     ``rel_mse_reference``: J between the reference and a solve with half its steps, an
     estimate of the reference's own error (it should be far below ``rel_mse``).
     """
@@ -87,6 +89,15 @@ def gaps_to_times(
     return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
 
 
+def times_to_logits(ts: torch.Tensor, process: DiagonalGaussianProcess) -> np.ndarray:
+    """The logits (steps - 2,) whose ``gaps_to_times`` is ``ts`` (gaps below the minimum are raised to it)."""
+    lam = scalar_logsnr(process, ts[:-1]).numpy()  # (steps,) evaluated times
+    gaps = np.diff(lam) / (lam[-1] - lam[0])  # (steps - 1,), sums to 1
+    floor = MIN_GAP_FRACTION / len(gaps)
+    p = np.maximum(gaps - floor, 1e-9)
+    return np.log(p[:-1]) - np.log(p[-1])
+
+
 def relative_mse(x: torch.Tensor, reference: torch.Tensor) -> float:
     """E||x - ref||^2 / E||ref||^2 over the batch (float64)."""
     x, reference = x.double(), reference.double()
@@ -104,6 +115,7 @@ def optimize_grid(
     t_min: float = TUNED_T_MIN,
     reference_steps: int = 400,
     max_evals: int = 200,
+    starts: Sequence[str] = START_GRIDS,
 ) -> TunedGrid:
     """The grid of ``steps`` intervals minimising J (module docstring) for ``sampler_fn``.
 
@@ -117,6 +129,8 @@ def optimize_grid(
         t_min: the last evaluated time, kept fixed.
         reference_steps: intervals of the converged solution (logsnr grid).
         max_evals: budget of objective evaluations (sampler runs) for Powell's method.
+        starts: fixed grids (names, ending at ``t_min``) tried first; the search starts from
+            the best of them, so the result is never worse than any of them.
     """
     if steps < 1 or reference_steps <= steps or max_evals < 1:
         raise ConfigError(f"grid tuning needs steps >= 1, reference_steps > steps and max_evals >= 1; got "
@@ -129,25 +143,35 @@ def optimize_grid(
     reference = solve(time_grid("logsnr", reference_steps, process=process, t_min=t_min))
     half = solve(time_grid("logsnr", reference_steps // 2, process=process, t_min=t_min))
     lam_first, lam_last = scalar_logsnr(process, torch.tensor([1.0, t_min], dtype=torch.float64)).tolist()
-    start = time_grid("logsnr", steps, process=process, t_min=t_min)
-    rel_start = relative_mse(solve(start), reference)
-    best = (rel_start, start)
+    tried = [time_grid(name, steps, process=process, t_min=t_min) for name in starts]
+    rel_start, start = min(((relative_mse(solve(ts), reference), ts) for ts in tried), key=lambda pair: pair[0])
+    best, evaluations = (rel_start, start), 0
     if steps >= 3:  # steps <= 2 has no interior point to move
 
         def objective(logits: np.ndarray) -> float:
-            nonlocal best
+            nonlocal best, evaluations
+            if evaluations >= max_evals:
+                raise _BudgetSpent  # scipy's maxfev is not checked inside Powell's line searches
+            evaluations += 1
             ts = gaps_to_times(logits, process, lam_first, lam_last)
             j = relative_mse(solve(ts), reference)
             if not math.isfinite(j):
-                return float("inf")
+                return FAILED_J  # a grid on which the sampler diverged: finite, so line searches go on
             if j < best[0]:
                 best = (j, ts)
             return j
 
-        minimize(objective, np.zeros(steps - 2), method="Powell",
-                 options={"maxfev": max_evals, "xtol": 1e-2, "ftol": 1e-4})
+        try:
+            minimize(objective, times_to_logits(start, process), method="Powell",
+                     options={"maxfev": max_evals, "xtol": 1e-2, "ftol": 1e-4})
+        except _BudgetSpent:
+            pass
     return TunedGrid(sampler, steps, tuple(best[1].tolist()), rel_start, best[0],
-                     relative_mse(half, reference), max_evals if steps >= 3 else 0)
+                     relative_mse(half, reference), evaluations)
+
+
+class _BudgetSpent(Exception):
+    """Raised by the objective once ``max_evals`` sampler runs are spent: ends the search."""
 
 
 # --- a model's tuned grids, saved as JSON next to its weights --------------------------------------

@@ -56,6 +56,7 @@ from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_cur
 from difflab.training.periodic_eval import PeriodicEvaluator
 from difflab.training.sampling import sample_grid
 from difflab.training.signals import StopRequest
+from difflab.training.tuned_grids import TunedGrid, tune_checkpoint
 
 
 class NonFiniteError(DifflabError):
@@ -212,7 +213,8 @@ class Trainer:
         """Run until ``optim.steps`` (or a stop signal); return a summary dict.
 
         Summary keys: steps, steps_this_run, wall_time_s, images_per_s, final_loss, skipped,
-        interrupted (None or the signal name), checkpoint, out_dir.
+        interrupted (None or the signal name), checkpoint, out_dir, tuned_grids ((TunedGrid,
+        seconds) per ``run.tune_steps`` entry).
         """
         with self._reproducible(), StopRequest() as stop:
             self._prepare_out_dir()
@@ -223,8 +225,10 @@ class Trainer:
             wall = time.perf_counter() - t0
             if self.checkpoint is None or not self.checkpoint.name.endswith(step_dir_name(self.step)):
                 self.save()
+            tuned: list[tuple[TunedGrid, float]] = []
             if stopped_by is None and self.step > start_step:
                 self.preview()
+                tuned = self.tune_grids()
             self._plot()
         images = (self.step - start_step) * self.config.optim.batch_size
         return {
@@ -237,6 +241,7 @@ class Trainer:
             "interrupted": stopped_by,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "out_dir": str(self.out_dir),
+            "tuned_grids": tuned,
         }
 
     def _loop(self, stop: StopRequest, t0: float) -> str | None:
@@ -440,6 +445,21 @@ class Trainer:
             path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
         self.accelerator.wait_for_everyone()
         return path
+
+    def tune_grids(self) -> list[tuple[TunedGrid, float]]:
+        """Tune time grids for ``run.tune_steps`` to the EMA weights of the last checkpoint (main
+        process; the others wait); returns (TunedGrid, seconds) per step count."""
+        done: list[tuple[TunedGrid, float]] = []
+        steps = self.config.run.tune_steps
+        if steps and self.checkpoint is not None and self.accelerator.is_main_process:
+            s = self.config.run.sample
+            with inference(self.ema.module, self.accelerator.device) as model:
+                done = tune_checkpoint(self.checkpoint, model, self.process, self.image_shape, steps,
+                                       prediction=self.config.objective.prediction, clip_x0=s.clip_x0,
+                                       num_classes=self.config.network.get("num_classes"),
+                                       seed=self.config.optim.seed, device=self.accelerator.device)
+        self.accelerator.wait_for_everyone()
+        return done
 
     def _eval_due(self) -> bool:
         every = self.config.run.eval_every
