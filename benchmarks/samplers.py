@@ -46,6 +46,7 @@ from difflab.samplers import SAMPLERS, auto_grid, make_denoiser, time_grid
 from difflab.samplers.api import AUTO_GRIDS, auto_sampler
 from difflab.samplers.grids import T_MIN, scalar_logsnr
 from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid
+from difflab.training.tuned_grids import TUNE_BATCH
 
 SIZE = 32
 V_MAX, V_MIN = 1.0, 1e-3
@@ -54,11 +55,11 @@ BENCH_SAMPLERS = ("ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 BENCH_GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 TARGET_RATIO_10 = 0.5  # default sampler at 10 NFE: at most half of diffusers' best
 TARGET_W2_20 = 0.004  # default sampler at 20 NFE
-# Grid tuning (difflab.tune_grid with its default t_min, reference_steps, max_evals): batch of
-# TUNE_BATCH noises from seed TUNE_SEEDS[0] (seed 0 draws the evaluation noise of part (b), so
-# the tuning noise is not the noise it is scored on); robustness: every seed x batch below.
-TUNE_BATCH = 32
-TUNE_SEEDS = (1, 2, 3)
+# Grid tuning as `difflab tune` does it (difflab.tune_grid with its default t_min,
+# reference_steps and max_evals; TUNE_BATCH noises from seed TUNE_SEEDS[0]); robustness: every
+# seed x batch below. The RMSE noise of part (b) has its own seed, so it is not the tuning noise.
+TUNE_SEEDS = (0, 1, 2)
+RMSE_SEED = 1
 ROBUST_BATCHES = (16, 32)
 ROBUST_NFES = (10, 20)
 RESULTS = Path(__file__).parent / "results"
@@ -292,7 +293,7 @@ def tune(model: Callable[..., torch.Tensor], process: DiagonalGaussianProcess, s
          sampler: str, seed: int, **options: Any) -> tuple[TunedGrid, dict[str, Any]]:
     """``difflab.tune_grid`` with its default t_min, reference_steps and max_evals, on ``shape[0]`` noises of ``seed``.
 
-    Returns the grid and its record: the times, J on the logsnr start grid and on the tuned
+    Returns the grid and its record: the times, J on the best fixed start grid and on the tuned
     one, J of the reference (vs a solve with half its steps), wall seconds and network
     evaluations (per noise) spent tuning.
     """
@@ -345,32 +346,27 @@ def run_robustness(data: GaussianData, tuned: list[dict[str, Any]]) -> list[dict
 # --- trained models -------------------------------------------------------------------------
 @dataclass
 class TrainedRun:
-    """A checkpoint's EMA network and what its rows need: the FD reference and the RMSE noise."""
+    """A checkpoint's EMA network and what its rows need: the test split (FD) and the RMSE noise."""
 
     model: torch.nn.Module
     process: DiagonalGaussianProcess
     prediction: str
     num_classes: int | None
     image_shape: tuple[int, ...]
-    reference: Any  # difflab.evaluation.evaluate.Reference of the dataset's test split
-    extractor: torch.nn.Module
-    noise: torch.Tensor  # (num_rmse, *image_shape), seed 0
+    data: Any  # difflab.data.ImageDataset, the test split
+    noise: torch.Tensor  # (num_rmse, *image_shape), seed RMSE_SEED
 
     @classmethod
     def load(cls, run: Path, num_rmse: int) -> TrainedRun:
         from difflab.data import load_dataset
-        from difflab.evaluation.evaluate import make_reference
-        from difflab.evaluation.features import resolve_extractor
         from difflab.training import load_checkpoint
 
         ckpt = load_checkpoint(run)
-        data = load_dataset(ckpt.config.data.name, split="test")
-        extractor = resolve_extractor(None, data.name.partition("/")[0])
         image_shape = tuple(ckpt.training_state["image_shape"])
-        noise = torch.randn((num_rmse, *image_shape), generator=torch.Generator().manual_seed(0))
+        noise = torch.randn((num_rmse, *image_shape), generator=torch.Generator().manual_seed(RMSE_SEED))
         return cls(ckpt.ema_model.eval(), ckpt.process, ckpt.config.objective.prediction,
-                   ckpt.config.network.get("num_classes"), image_shape, make_reference(data, extractor), extractor,
-                   noise)
+                   ckpt.config.network.get("num_classes"), image_shape,
+                   load_dataset(ckpt.config.data.name, split="test"), noise)
 
     def cond(self, n: int) -> dict[str, torch.Tensor] | None:
         return None if self.num_classes is None else {"class_labels": torch.arange(n) % self.num_classes}
@@ -382,13 +378,12 @@ class TrainedRun:
                               cond=self.cond(len(self.noise)))
 
     def fd(self, sampler: str, steps: int, grid: str | torch.Tensor, num_samples: int) -> float:
-        """FD of ``num_samples`` samples, drawn as ``difflab.evaluation.evaluate`` draws them (seed 0, clip_x0 = 1)."""
-        from difflab.evaluation import generate
-        from difflab.evaluation.evaluate import sample_quality
+        """FD of ``num_samples`` samples (``difflab.evaluation.evaluate``: seed 0, clip_x0 = 1)."""
+        from difflab.evaluation import evaluate
 
-        samples = generate(self.model, self.process, self.image_shape, num_samples=num_samples, sampler=sampler,
-                           steps=steps, prediction=self.prediction, num_classes=self.num_classes, grid=grid)
-        return sample_quality(samples, self.reference, self.extractor, ("fd",))["fd"]
+        return evaluate(self.model, self.process, self.data, metrics=("fd",), num_samples=num_samples,
+                        sampler=sampler, steps=steps, grid=grid, prediction=self.prediction, ema=True,
+                        num_classes=self.num_classes)["fd"]
 
     def tune(self, steps: int) -> tuple[TunedGrid, dict[str, Any]]:
         """The auto sampler's grid tuned to this network (``difflab.tune_grid`` defaults, clip_x0 = 1)."""
@@ -582,8 +577,8 @@ def solver_error_table(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> str
 
 def tuning_table(rows: list[dict[str, Any]], label: Callable[[dict[str, Any]], str],
                  metrics: tuple[tuple[str, str], ...]) -> str:
-    """Per tuned grid: ``metrics`` (key, header), J on the logsnr start grid -> tuned, J of the reference, cost."""
-    lines = [_row("tuned grid", ["NFE", *(h for _, h in metrics), "J logsnr -> tuned", "J reference", "tuning NFE",
+    """Per tuned grid: ``metrics`` (key, header), J on the best fixed grid -> tuned, J of the reference, cost."""
+    lines = [_row("tuned grid", ["NFE", *(h for _, h in metrics), "J best fixed -> tuned", "J reference", "tuning NFE",
                                  "tuning s"]), "|---" * (6 + len(metrics)) + "|"]
     for r in rows:
         cells = [str(r["nfe"]), *(f"{r[k]:.3g}" for k, _ in metrics), f"{r['j_start']:.2e} -> {r['j']:.2e}",
