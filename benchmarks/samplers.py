@@ -27,6 +27,7 @@ Run: ``python benchmarks/samplers.py`` (about a minute on one core). Writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -221,8 +222,14 @@ def w2_row(data: GaussianData, exact: tuple[torch.Tensor, torch.Tensor], offset:
             "solver_w2": relative_w2(offset, gain, data, reference=exact)}
 
 
+def grid_label(process: DiagonalGaussianProcess, t_min: float) -> str:
+    """The process's auto grid, named with its t_min unless that is the fixed grids' T_MIN."""
+    return auto_grid(process) if t_min == T_MIN else f"{auto_grid(process)}, t_min {t_min:g}"
+
+
 def run_difflab(data: GaussianData, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Every sampler x fixed grid x NFE budget."""
+    """Every sampler x fixed grid x NFE budget; and the auto sampler on the auto grid ending at TUNED_T_MIN,
+    like the tuned grids (it separates the effect of t_min from that of the tuned placement)."""
     rows = []
     for pname, process in bench_processes().items():
         exact = exact_affine(process, data)
@@ -232,6 +239,13 @@ def run_difflab(data: GaussianData, nfes: tuple[int, ...]) -> list[dict[str, Any
                     steps, nfe = steps_for(sampler, budget)
                     rows.append(w2_row(data, exact, *difflab_affine(process, data, sampler, grid, steps), process=pname,
                                        sampler=sampler, grid=grid, nfe_budget=budget, steps=steps, nfe=nfe))
+        exact, sampler = exact_affine(process, data, t_min=TUNED_T_MIN), auto_sampler(process)
+        for budget in nfes:
+            steps, nfe = steps_for(sampler, budget)
+            ts = time_grid(auto_grid(process), steps, process=process, t_min=TUNED_T_MIN)
+            rows.append(w2_row(data, exact, *difflab_affine_on(process, data, sampler, ts), process=pname,
+                               sampler=sampler, grid=grid_label(process, TUNED_T_MIN), nfe_budget=budget, steps=steps,
+                               nfe=nfe))
     return rows
 
 
@@ -413,21 +427,24 @@ def trained_model_rows(run: Path, nfes: tuple[int, ...], *, num_fd: int = 1000, 
         for t_min in (T_MIN, TUNED_T_MIN):
             ts = time_grid(grid, reference_steps, process=net.process, t_min=t_min)
             references[t_min] = net.solve("ddim", reference_steps, ts)
-            rows.append({**head, "sampler": "ddim", "grid": f"{grid}, t_min = {t_min:g}", "converged": True,
+            rows.append({**head, "sampler": "ddim", "grid": grid_label(net.process, t_min), "converged": True,
                          "nfe_budget": reference_steps, "nfe": reference_steps,
                          "fd": net.fd("ddim", reference_steps, ts, num_fd)})
 
-        def row(sampler: str, budget: int, ts: str | torch.Tensor, t_min: float) -> dict[str, Any]:
+        def row(sampler: str, budget: int, t_min: float, ts: torch.Tensor | None = None) -> dict[str, Any]:
+            """On ``ts``, or else on the auto grid ending at ``t_min``; RMSE to the reference at ``t_min``."""
             steps, nfe = steps_for(sampler, budget)
+            ts = time_grid(grid, steps, process=net.process, t_min=t_min) if ts is None else ts
             x = net.solve(sampler, steps, ts)
-            return {**head, "sampler": sampler, "grid": grid, "nfe_budget": budget, "nfe": nfe,
-                    "rmse": ((x - references[t_min]) ** 2).mean().sqrt().item(),
+            return {**head, "sampler": sampler, "grid": grid_label(net.process, t_min), "nfe_budget": budget,
+                    "nfe": nfe, "rmse": ((x - references[t_min]) ** 2).mean().sqrt().item(),
                     "fd": net.fd(sampler, steps, ts, num_fd)}
 
-        rows += [row(sampler, budget, grid, T_MIN) for sampler in BENCH_SAMPLERS for budget in nfes]
+        rows += [row(sampler, budget, T_MIN) for sampler in BENCH_SAMPLERS for budget in nfes]
+        rows += [row(auto, budget, TUNED_T_MIN) for budget in nfes]
         for budget in nfes:
             tuned, record = net.tune(steps_for(auto, budget)[0])
-            rows.append({**row(auto, budget, tuned.as_tensor(), TUNED_T_MIN), "grid": "tuned", **record})
+            rows.append({**row(auto, budget, TUNED_T_MIN, tuned.as_tensor()), "grid": "tuned", **record})
     return rows
 
 
@@ -504,6 +521,8 @@ def comparison_table(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], n
                   for n in nfes]
     lines = [*_header(["sampler (Gaussian data, DDPM linear schedule)"], nfes),
              _row(f"**difflab default** ({sampler}, grid {grid})", [_fmt(x) for x in default]),
+             _row(f"difflab default sampler, grid {grid_label(process, TUNED_T_MIN)} (untuned)",
+                  [_fmt(lookup(ours, pname, sampler, grid_label(process, TUNED_T_MIN), n)) for n in nfes]),
              _row(f"**difflab default, tuned grid** ({sampler}, `difflab.tune_grid` defaults)",
                   [_fmt(x) for x in tuned]),
              _row("difflab best of all samplers x fixed grids",
@@ -556,8 +575,9 @@ def grids_with_rows(rows: list[dict[str, Any]], process: str, sampler: str, grid
 def process_table(rows: list[dict[str, Any]], process: str, nfes: tuple[int, ...],
                   floors: dict[float, dict[str, float]]) -> str:
     lines = _header([f"{process}: sampler", "grid"], nfes)
+    low = grid_label(bench_processes()[process], TUNED_T_MIN)
     for sampler in BENCH_SAMPLERS:
-        for grid in grids_with_rows(rows, process, sampler, (*BENCH_GRIDS, "tuned")):
+        for grid in grids_with_rows(rows, process, sampler, (*BENCH_GRIDS, low, "tuned")):
             lines.append(_row(sampler, [grid, *(_fmt(lookup(rows, process, sampler, grid, n)) for n in nfes)]))
     for t_min, floor in floors.items():
         lines.append(_row("floor", [f"t_min = {t_min:g}", *(_fmt(floor[process]) for _ in nfes)]))
@@ -569,7 +589,8 @@ def solver_error_table(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> str
     lines = _header(["process (grid)", "sampler"], nfes)
     for pname, process in bench_processes().items():
         for sampler in BENCH_SAMPLERS:
-            for grid in grids_with_rows(rows, pname, sampler, (auto_grid(process), "tuned")):
+            for grid in grids_with_rows(rows, pname, sampler, (auto_grid(process), grid_label(process, TUNED_T_MIN),
+                                                               "tuned")):
                 cells = [_fmt(lookup(rows, pname, sampler, grid, n, key="solver_w2")) for n in nfes]
                 lines.append(_row(f"{pname} ({grid})", [sampler, *cells]))
     return "\n".join(lines)
@@ -613,17 +634,21 @@ def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[i
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 6.5), sharey=True)
+    def curve(pname: str, sampler: str, grid: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        pts = [(r["nfe"], r["rel_w2"]) for r in rows
+               if (r["process"], r["sampler"], r["grid"]) == (pname, sampler, grid)]
+        return tuple(zip(*pts, strict=True))  # type: ignore[return-value]
+
     for ax, (pname, process) in zip(axes, bench_processes().items(), strict=True):
+        auto = auto_sampler(process)
         for sampler in BENCH_SAMPLERS:
-            grid = auto_grid(process)
-            pts = [(r["nfe"], r["rel_w2"]) for r in rows if r["process"] == pname and r["sampler"] == sampler
-                   and r["grid"] == grid]
-            style = "-" if sampler == auto_sampler(process) else "--"
-            ax.plot(*zip(*pts, strict=True), style, marker="o", label=f"difflab {sampler} ({grid})")
-        tuned = [(r["nfe"], r["rel_w2"]) for r in rows if (r["process"], r["sampler"], r["grid"])
-                 == (pname, auto_sampler(process), "tuned")]
-        ax.plot(*zip(*tuned, strict=True), "-", color="black", lw=2, marker="*", ms=9,
-                label=f"difflab {auto_sampler(process)} (tuned grid)")
+            style = "-" if sampler == auto else "--"
+            ax.plot(*curve(pname, sampler, auto_grid(process)), style, marker="o",
+                    label=f"difflab {sampler} ({auto_grid(process)})")
+        low = grid_label(process, TUNED_T_MIN)
+        ax.plot(*curve(pname, auto, low), "-", color="black", lw=0.8, marker="x", label=f"difflab {auto} ({low})")
+        ax.plot(*curve(pname, auto, "tuned"), "-", color="black", lw=2, marker="*", ms=9,
+                label=f"difflab {auto} (tuned grid)")
         if pname == "gaussian-linear":
             for family in ("DDIM", "DPMSolverMultistep", "UniPCMultistep"):
                 best = [min(r["rel_w2"] for r in theirs if r["family"] == family and r["nfe"] == n) for n in nfes]
@@ -651,12 +676,12 @@ def report_gaussian(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], ro
     tuned = [r for r in ours if r["grid"] == "tuned"]
     metrics = (("rel_w2", "rel. W2"), ("solver_w2", "solver W2"))
     print(tuning_table(tuned, lambda r: f"{r['process']}, {r['sampler']}", metrics), "\n")
-    linear = bench_processes()["gaussian-linear"]
-    for n in ROBUST_NFES:
-        row = find(tuned, process="gaussian-linear", sampler=auto_sampler(linear), nfe_budget=n)
-        start = time_grid("logsnr", row["steps"], process=linear, t_min=TUNED_T_MIN).tolist()
-        print(f"- gaussian-linear, {n} NFE, scalar logSNR of the evaluated times: "
-              f"tuned {grid_description(linear, row['times'])}; logsnr grid {grid_description(linear, start)}")
+    print("Scalar logSNR of the evaluated times, tuned grid vs the auto grid to the same t_min:\n")
+    for (pname, process), n in itertools.product(bench_processes().items(), ROBUST_NFES):
+        row = find(tuned, process=pname, sampler=auto_sampler(process), nfe_budget=n)
+        fixed = time_grid(auto_grid(process), row["steps"], process=process, t_min=TUNED_T_MIN).tolist()
+        print(f"- {pname}, {n} NFE: tuned {grid_description(process, row['times'])}; "
+              f"{auto_grid(process)} {grid_description(process, fixed)}")
     print(f"\n### Robustness: the tuned default on gaussian-linear per tuning draw\n\n{robustness_table(robust)}\n")
     for pname in bench_processes():
         print(process_table(ours, pname, nfes, floors), "\n")
