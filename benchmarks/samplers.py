@@ -20,7 +20,14 @@ W2 of the exact ODE solution followed by the final clean estimate at the last gr
 t_min = 1e-3 (what any sampler converges to). Stochastic samplers (ancestral, SDE) are not
 affine maps of n alone and are left out; "euler" is identical to "ddim".
 
-Run: ``python benchmarks/samplers.py`` (about a minute on one core). Writes
+Tuned grids: ``difflab.tune_grid`` with its defaults (t_min = 1e-5) tunes a grid per process,
+sampler and NFE budget on a batch of initial noises, as ``difflab tune`` does for a checkpoint;
+the tuned grid is then scored like the fixed ones (its floor is the one at t_min = 1e-5). The
+tuning only sees the model (here the exact denoiser), never the data's mean and variances.
+
+Run: ``python benchmarks/samplers.py`` (about 10 minutes on one core, 8 of them tuning
+blurring grids; ``--tune-all-samplers`` adds 2 more; ``--checkpoint RUN`` adds the trained
+network's FD and RMSE, about 15 minutes per digits model). Writes
 ``benchmarks/results/samplers.json`` and ``samplers.png`` and prints markdown tables.
 """
 
