@@ -27,7 +27,7 @@ tuning only sees the model (here the exact denoiser), never the data's mean and 
 
 Run: ``python benchmarks/samplers.py`` (about 10 minutes on one core, 8 of them tuning
 blurring grids; ``--tune-all-samplers`` adds 2 more; ``--checkpoint RUN`` adds the trained
-network's FD and RMSE, about 15 minutes per digits model). Writes
+network's FD and RMSE, about 18 minutes per digits model). Writes
 ``benchmarks/results/samplers.json`` and ``samplers.png`` and prints markdown tables.
 """
 
