@@ -20,17 +20,27 @@ W2 of the exact ODE solution followed by the final clean estimate at the last gr
 t_min = 1e-3 (what any sampler converges to). Stochastic samplers (ancestral, SDE) are not
 affine maps of n alone and are left out; "euler" is identical to "ddim".
 
-Run: ``python benchmarks/samplers.py`` (about a minute on one core). Writes
+Tuned grids: ``difflab.tune_grid`` with its defaults (t_min = 1e-5) tunes a grid per process,
+sampler and NFE budget on a batch of initial noises, as ``difflab tune`` does for a checkpoint;
+the tuned grid is then scored like the fixed ones (its floor is the one at t_min = 1e-5). The
+tuning only sees the model (here the exact denoiser), never the data's mean and variances.
+
+Run: ``python benchmarks/samplers.py`` (about 10 minutes on one core, 8 of them tuning
+blurring grids; ``--tune-all-samplers`` adds 2 more; ``--checkpoint RUN`` adds the trained
+network's FD and RMSE, about 15 minutes per digits model). Writes
 ``benchmarks/results/samplers.json`` and ``samplers.png`` and prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +52,9 @@ from difflab.processes.analytic import GaussianData
 import difflab
 from difflab.samplers import SAMPLERS, auto_grid, make_denoiser, time_grid
 from difflab.samplers.api import AUTO_GRIDS, auto_sampler
-from difflab.samplers.grids import T_MIN
+from difflab.samplers.grids import T_MIN, scalar_logsnr
+from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid
+from difflab.training.tuned_grids import TUNE_BATCH
 
 SIZE = 32
 V_MAX, V_MIN = 1.0, 1e-3
@@ -51,6 +63,13 @@ BENCH_SAMPLERS = ("ddim", "heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 BENCH_GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 TARGET_RATIO_10 = 0.5  # default sampler at 10 NFE: at most half of diffusers' best
 TARGET_W2_20 = 0.004  # default sampler at 20 NFE
+# Grid tuning as `difflab tune` does it (difflab.tune_grid with its default t_min,
+# reference_steps and max_evals; TUNE_BATCH noises from seed TUNE_SEEDS[0]); robustness: every
+# seed x batch below. The RMSE noise of part (b) has its own seed, so it is not the tuning noise.
+TUNE_SEEDS = (0, 1, 2)
+RMSE_SEED = 1
+ROBUST_BATCHES = (16, 32)
+ROBUST_NFES = (10, 20)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -93,9 +112,14 @@ def _affine(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # --- difflab -------------------------------------------------------------------------------
 def difflab_affine(process: DiagonalGaussianProcess, data: GaussianData, sampler: str, grid: str,
                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offset, gain) of a difflab sampler, with the unit noise given in the process basis."""
+    """(offset, gain) of a difflab sampler on a named grid."""
+    return difflab_affine_on(process, data, sampler, time_grid(grid, steps, process=process))
+
+
+def difflab_affine_on(process: DiagonalGaussianProcess, data: GaussianData, sampler: str,
+                      ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offset, gain) of a difflab sampler on explicit times ``ts``, the unit noise given in the process basis."""
     noise = _unit_noise(data)
-    ts = time_grid(grid, steps, process=process)
     _, sigma_1 = process.alpha_sigma(ts[:1].expand(2), tuple(noise.shape))
     denoise = make_denoiser(data.model(process, "eps"), process, "eps")
     return _affine(SAMPLERS[sampler](denoise, process, sigma_1 * noise, ts))
@@ -198,8 +222,21 @@ def bench_processes() -> dict[str, DiagonalGaussianProcess]:
     }
 
 
+def w2_row(data: GaussianData, exact: tuple[torch.Tensor, torch.Tensor], offset: torch.Tensor, gain: torch.Tensor,
+           **key: Any) -> dict[str, Any]:
+    """``key`` with the relative W2 of N(offset, gain^2) to the data and to the exact ODE output (the solver error)."""
+    return {**key, "rel_w2": relative_w2(offset, gain, data),
+            "solver_w2": relative_w2(offset, gain, data, reference=exact)}
+
+
+def grid_label(process: DiagonalGaussianProcess, t_min: float) -> str:
+    """The process's auto grid, named with its t_min unless that is the fixed grids' T_MIN."""
+    return auto_grid(process) if t_min == T_MIN else f"{auto_grid(process)}, t_min {t_min:g}"
+
+
 def run_difflab(data: GaussianData, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Every sampler x grid x NFE budget: W2 to the data and to the exact ODE output (the solver error)."""
+    """Every sampler x fixed grid x NFE budget; and the auto sampler on the auto grid ending at TUNED_T_MIN,
+    like the tuned grids (it separates the effect of t_min from that of the tuned placement)."""
     rows = []
     for pname, process in bench_processes().items():
         exact = exact_affine(process, data)
@@ -207,10 +244,15 @@ def run_difflab(data: GaussianData, nfes: tuple[int, ...]) -> list[dict[str, Any
             for grid in BENCH_GRIDS:
                 for budget in nfes:
                     steps, nfe = steps_for(sampler, budget)
-                    offset, gain = difflab_affine(process, data, sampler, grid, steps)
-                    rows.append({"process": pname, "sampler": sampler, "grid": grid, "nfe_budget": budget,
-                                 "steps": steps, "nfe": nfe, "rel_w2": relative_w2(offset, gain, data),
-                                 "solver_w2": relative_w2(offset, gain, data, reference=exact)})
+                    rows.append(w2_row(data, exact, *difflab_affine(process, data, sampler, grid, steps), process=pname,
+                                       sampler=sampler, grid=grid, nfe_budget=budget, steps=steps, nfe=nfe))
+        exact, sampler = exact_affine(process, data, t_min=TUNED_T_MIN), auto_sampler(process)
+        for budget in nfes:
+            steps, nfe = steps_for(sampler, budget)
+            ts = time_grid(auto_grid(process), steps, process=process, t_min=TUNED_T_MIN)
+            rows.append(w2_row(data, exact, *difflab_affine_on(process, data, sampler, ts), process=pname,
+                               sampler=sampler, grid=grid_label(process, TUNED_T_MIN), nfe_budget=budget, steps=steps,
+                               nfe=nfe))
     return rows
 
 
@@ -240,157 +282,387 @@ def best_grids(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     return best
 
 
+def find(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any] | None:
+    """The first row whose fields equal ``key``, or None."""
+    return next((r for r in rows if all(r.get(k) == v for k, v in key.items())), None)
+
+
 def lookup(rows: list[dict[str, Any]], process: str, sampler: str, grid: str, budget: int,
            key: str = "rel_w2") -> float:
-    return next(r[key] for r in rows if (r["process"], r["sampler"], r["grid"], r["nfe_budget"])
-                == (process, sampler, grid, budget))
+    """One number of a row that must exist; NaN (printed "-") for a tuned grid that was not run."""
+    row = find(rows, process=process, sampler=sampler, grid=grid, nfe_budget=budget)
+    if row is None and grid == "tuned":
+        return math.nan
+    assert row is not None, (process, sampler, grid, budget)
+    return row[key]
+
+
+# --- tuned grids ---------------------------------------------------------------------------
+@dataclass
+class CountingModel:
+    """A model callable that counts its calls (one call = one network evaluation of the whole batch)."""
+
+    model: Callable[..., torch.Tensor]
+    calls: int = 0
+
+    def __call__(self, z_t: torch.Tensor, t: torch.Tensor, **cond: Any) -> torch.Tensor:
+        self.calls += 1
+        return self.model(z_t, t, **cond)
+
+
+def tune(model: Callable[..., torch.Tensor], process: DiagonalGaussianProcess, shape: tuple[int, ...], steps: int,
+         sampler: str, seed: int, **options: Any) -> tuple[TunedGrid, dict[str, Any]]:
+    """``difflab.tune_grid`` with its default t_min, reference_steps and max_evals, on ``shape[0]`` noises of ``seed``.
+
+    Returns the grid and its record: the times, J on the best fixed start grid and on the tuned
+    one, J of the reference (vs a solve with half its steps), wall seconds and network
+    evaluations (per noise) spent tuning.
+    """
+    counter = CountingModel(model)
+    start = time.perf_counter()
+    tuned = difflab.tune_grid(counter, process, shape, steps, sampler=sampler,
+                              generator=torch.Generator().manual_seed(seed), **options)
+    record = {"times": list(tuned.times), "j_start": tuned.rel_mse_start, "j": tuned.rel_mse,
+              "j_reference": tuned.rel_mse_reference, "tune_seconds": time.perf_counter() - start,
+              "tune_nfe": counter.calls, "tune_seed": seed, "tune_batch": shape[0]}
+    return tuned, record
+
+
+def tuned_row(pname: str, process: DiagonalGaussianProcess, data: GaussianData, sampler: str, budget: int, *,
+              seed: int = TUNE_SEEDS[0], batch: int = TUNE_BATCH) -> dict[str, Any]:
+    """A grid tuned for ``sampler`` within an NFE budget, scored exactly like the fixed grids
+    (the solver error against the exact ODE to the tuned grid's t_min, TUNED_T_MIN)."""
+    steps, nfe = steps_for(sampler, budget)
+    tuned, record = tune(data.model(process, "eps"), process, (batch, *data.mean.shape), steps, sampler, seed,
+                         dtype=torch.float64)
+    exact = exact_affine(process, data, t_min=TUNED_T_MIN)
+    return w2_row(data, exact, *difflab_affine_on(process, data, sampler, tuned.as_tensor()), process=pname,
+                  sampler=sampler, grid="tuned", nfe_budget=budget, steps=steps, nfe=nfe, **record)
+
+
+def run_tuned(data: GaussianData, nfes: tuple[int, ...], samplers_on_linear: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each process's auto sampler on grids tuned per NFE budget, and ``samplers_on_linear`` on gaussian-linear."""
+    rows = []
+    for pname, process in bench_processes().items():
+        extra = samplers_on_linear if pname == "gaussian-linear" else ()
+        for sampler in dict.fromkeys((auto_sampler(process), *extra)):
+            rows += [tuned_row(pname, process, data, sampler, budget) for budget in nfes]
+    return rows
+
+
+def run_robustness(data: GaussianData, tuned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tuned default on gaussian-linear at ROBUST_NFES for every tuning seed x batch (reusing ``tuned``'s rows)."""
+    pname = "gaussian-linear"
+    process = bench_processes()[pname]
+    sampler = auto_sampler(process)
+    rows = []
+    for batch in ROBUST_BATCHES:
+        for seed in TUNE_SEEDS:
+            for budget in ROBUST_NFES:
+                known = find(tuned, process=pname, sampler=sampler, nfe_budget=budget, tune_seed=seed, tune_batch=batch)
+                rows.append(known or tuned_row(pname, process, data, sampler, budget, seed=seed, batch=batch))
+    return rows
 
 
 # --- trained models -------------------------------------------------------------------------
+@dataclass
+class TrainedRun:
+    """A checkpoint's EMA network and what its rows need: the test split (FD) and the RMSE noise."""
+
+    model: torch.nn.Module
+    process: DiagonalGaussianProcess
+    prediction: str
+    num_classes: int | None
+    image_shape: tuple[int, ...]
+    data: Any  # difflab.data.ImageDataset, the test split
+    noise: torch.Tensor  # (num_rmse, *image_shape), seed RMSE_SEED
+
+    @classmethod
+    def load(cls, run: Path, num_rmse: int) -> TrainedRun:
+        from difflab.data import load_dataset
+        from difflab.training import load_checkpoint
+
+        ckpt = load_checkpoint(run)
+        image_shape = tuple(ckpt.training_state["image_shape"])
+        noise = torch.randn((num_rmse, *image_shape), generator=torch.Generator().manual_seed(RMSE_SEED))
+        return cls(ckpt.ema_model.eval(), ckpt.process, ckpt.config.objective.prediction,
+                   ckpt.config.network.get("num_classes"), image_shape,
+                   load_dataset(ckpt.config.data.name, split="test"), noise)
+
+    def cond(self, n: int) -> dict[str, torch.Tensor] | None:
+        return None if self.num_classes is None else {"class_labels": torch.arange(n) % self.num_classes}
+
+    def solve(self, sampler: str, steps: int, grid: str | torch.Tensor) -> torch.Tensor:
+        """Samples from the fixed RMSE noise (clip_x0 = 1)."""
+        return difflab.sample(self.model, self.process, tuple(self.noise.shape), sampler=sampler, steps=steps,
+                              noise=self.noise, clip_x0=1.0, prediction=self.prediction, grid=grid,
+                              cond=self.cond(len(self.noise)))
+
+    def fd(self, sampler: str, steps: int, grid: str | torch.Tensor, num_samples: int) -> float:
+        """FD of ``num_samples`` samples (``difflab.evaluation.evaluate``: seed 0, clip_x0 = 1)."""
+        from difflab.evaluation import evaluate
+
+        return evaluate(self.model, self.process, self.data, metrics=("fd",), num_samples=num_samples,
+                        sampler=sampler, steps=steps, grid=grid, prediction=self.prediction, ema=True,
+                        num_classes=self.num_classes)["fd"]
+
+    def tune(self, steps: int) -> tuple[TunedGrid, dict[str, Any]]:
+        """The auto sampler's grid tuned to this network (``difflab.tune_grid`` defaults, clip_x0 = 1)."""
+        return tune(self.model, self.process, (TUNE_BATCH, *self.image_shape), steps, "auto", TUNE_SEEDS[0],
+                    prediction=self.prediction, cond=self.cond(TUNE_BATCH), clip_x0=1.0)
+
+
 def trained_model_rows(run: Path, nfes: tuple[int, ...], *, num_fd: int = 1000, num_rmse: int = 40,
                        reference_steps: int = 1000) -> list[dict[str, Any]]:
-    """Per sampler x NFE on a trained network, at the process's auto grid (clip_x0 = 1, EMA weights):
+    """Per sampler x NFE on a trained network (EMA weights, clip_x0 = 1): every sampler on the process's
+    auto grid, and the auto sampler on grids tuned to the network per NFE budget:
 
     - ``fd``: Frechet distance of ``num_fd`` samples to the dataset's test split in the project's
       classifier features (``difflab.evaluation``), same seed for every sampler;
     - ``rmse``: pixel RMSE (images in [-1, 1]) of ``num_rmse`` samples to a ``reference_steps``-step
-      DDIM solution from the same noise: the solver error on a real network.
-    """
-    from difflab.data import load_dataset
-    from difflab.evaluation import evaluate
-    from difflab.training import load_checkpoint
+      DDIM solution from the same noise on the auto grid ending at the same t_min (T_MIN for the
+      fixed grids, TUNED_T_MIN for the tuned ones): the solver error on a real network.
 
-    ckpt = load_checkpoint(run)
-    model, process, config = ckpt.ema_model.eval(), ckpt.process, ckpt.config
-    num_classes = config.network.get("num_classes")
-    prediction = config.objective.prediction
-    data = load_dataset(config.data.name, split="test")
-    shape = (num_rmse, *ckpt.training_state["image_shape"])
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    common = {"noise": noise, "clip_x0": 1.0, "prediction": prediction, "grid": auto_grid(process),
-              "cond": None if num_classes is None else {"class_labels": torch.arange(num_rmse) % num_classes}}
-    fd_options = {"metrics": ("fd",), "num_samples": num_fd, "prediction": prediction, "ema": True,
-                  "num_classes": num_classes}
+    Rows with ``converged`` hold those DDIM solutions' FD.
+    """
+    net = TrainedRun.load(run, num_rmse)
+    grid, auto = auto_grid(net.process), auto_sampler(net.process)
+    head = {"run": str(run), "process": net.process.kind, "prediction": net.prediction}
+    references = {}
     rows = []
     with torch.no_grad():
-        reference = difflab.sample(model, process, shape, sampler="ddim", steps=reference_steps, **common)
-        converged = evaluate(model, process, data, sampler="ddim", steps=reference_steps, **fd_options)["fd"]
-        for sampler in BENCH_SAMPLERS:
-            for budget in nfes:
-                steps, nfe = steps_for(sampler, budget)
-                x = difflab.sample(model, process, shape, sampler=sampler, steps=steps, **common)
-                fd = evaluate(model, process, data, sampler=sampler, steps=steps, **fd_options)["fd"]
-                rows.append({"run": str(run), "process": process.kind, "prediction": prediction,
-                             "sampler": sampler, "grid": common["grid"], "nfe_budget": budget, "nfe": nfe,
-                             "rmse": ((x - reference) ** 2).mean().sqrt().item(), "fd": fd,
-                             f"fd_ddim_{reference_steps}": converged})
+        for t_min in (T_MIN, TUNED_T_MIN):
+            ts = time_grid(grid, reference_steps, process=net.process, t_min=t_min)
+            references[t_min] = net.solve("ddim", reference_steps, ts)
+            rows.append({**head, "sampler": "ddim", "grid": grid_label(net.process, t_min), "converged": True,
+                         "nfe_budget": reference_steps, "nfe": reference_steps,
+                         "fd": net.fd("ddim", reference_steps, ts, num_fd)})
+
+        def row(sampler: str, budget: int, t_min: float, ts: torch.Tensor | None = None) -> dict[str, Any]:
+            """On ``ts``, or else on the auto grid ending at ``t_min``; RMSE to the reference at ``t_min``."""
+            steps, nfe = steps_for(sampler, budget)
+            ts = time_grid(grid, steps, process=net.process, t_min=t_min) if ts is None else ts
+            x = net.solve(sampler, steps, ts)
+            return {**head, "sampler": sampler, "grid": grid_label(net.process, t_min), "nfe_budget": budget,
+                    "nfe": nfe, "rmse": ((x - references[t_min]) ** 2).mean().sqrt().item(),
+                    "fd": net.fd(sampler, steps, ts, num_fd)}
+
+        rows += [row(sampler, budget, T_MIN) for sampler in BENCH_SAMPLERS for budget in nfes]
+        rows += [row(auto, budget, TUNED_T_MIN) for budget in nfes]
+        for budget in nfes:
+            tuned, record = net.tune(steps_for(auto, budget)[0])
+            rows.append({**row(auto, budget, TUNED_T_MIN, tuned.as_tensor()), "grid": "tuned", **record})
     return rows
 
 
 def trained_table(rows: list[dict[str, Any]], nfes: tuple[int, ...], key: str) -> str:
-    lines = ["| run (process, prediction, auto grid) | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|---|" + "---|" * len(nfes)]
+    lines = _header(["run (process, prediction)", "sampler (grid)"], nfes)
     for run in dict.fromkeys(r["run"] for r in rows):
-        for sampler in BENCH_SAMPLERS:
-            sel = [r for r in rows if r["run"] == run and r["sampler"] == sampler]
-            head = f"{Path(run).name} ({sel[0]['process']}, {sel[0]['prediction']}, {sel[0]['grid']})"
-            lines.append(f"| {head} | {sampler} | " + " | ".join(f"{r[key]:.3g}" for r in sel) + " |")
+        sel = [r for r in rows if r["run"] == run]
+        name = f"{Path(run).name} ({sel[0]['process']}, {sel[0]['prediction']})"
+        for sampler, grid in dict.fromkeys((r["sampler"], r["grid"]) for r in sel if not r.get("converged")):
+            cells = [f"{find(sel, sampler=sampler, grid=grid, nfe_budget=n)[key]:.3g}" for n in nfes]
+            lines.append(_row(name, [f"{sampler} ({grid})", *cells]))
         if key == "fd":
-            key_steps, converged = next((k, v) for k, v in sel[0].items() if k.startswith("fd_ddim_"))
-            lines.append(f"| {Path(run).name} | ddim, {key_steps.rsplit('_', 1)[1]} steps (converged) | "
-                         f"{converged:.3g} |" + " |" * (len(nfes) - 1))
+            for r in (r for r in sel if r.get("converged")):
+                lines.append(_row(name, [f"ddim, {r['nfe']} steps, {r['grid']} (converged)", f"{r['fd']:.3g}",
+                                         *([""] * (len(nfes) - 1))]))
     return "\n".join(lines)
+
+
+def report_trained(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> None:
+    print("\n### Trained networks: FD to the test split (1000 samples, classifier features)\n")
+    print(trained_table(rows, nfes, "fd"))
+    print("\n### Trained networks: RMSE to a 1000-step DDIM solution from the same noise, same t_min\n")
+    print(trained_table(rows, nfes, "rmse"))
+    print(f"\n### Trained networks: grids tuned for the auto sampler ({TUNE_BATCH} noises, seed {TUNE_SEEDS[0]})\n")
+    print(tuning_table([r for r in rows if r["grid"] == "tuned"], lambda r: f"{Path(r['run']).name}, {r['sampler']}",
+                       (("fd", "FD"), ("rmse", "RMSE"))))
 
 
 # --- report --------------------------------------------------------------------------------
 def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "-"
     return f"{x:.2e}" if math.isfinite(x) and x < 1e3 else "diverged"
 
 
-def comparison_table(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[int, ...],
-                     floors: dict[str, float]) -> tuple[str, dict[str, Any]]:
-    """Gaussian-linear, identity basis: difflab default vs diffusers' best per family."""
-    process = bench_processes()["gaussian-linear"]
-    default_sampler, default_grid = auto_sampler(process), auto_grid(process)
-    lines = ["| sampler (Gaussian data, DDPM linear schedule) | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|" + "---|" * len(nfes)]
-    summary: dict[str, Any] = {"default": f"{default_sampler} + {default_grid}", "nfe": {}}
-    default_row = [lookup(ours, "gaussian-linear", default_sampler, default_grid, n) for n in nfes]
-    lines.append(f"| **difflab default** ({default_sampler}, grid {default_grid}) | "
-                 + " | ".join(_fmt(x) for x in default_row) + " |")
-    best_ours = []
-    for n in nfes:
-        cands = [r for r in ours if r["process"] == "gaussian-linear" and r["nfe_budget"] == n]
-        best_ours.append(min(cands, key=lambda r: r["rel_w2"]))
-    lines.append("| difflab best of all samplers x grids | "
-                 + " | ".join(f"{_fmt(r['rel_w2'])} ({r['sampler']}, {r['grid']})" for r in best_ours) + " |")
-    overall = []
+def _row(label: str, cells: list[str]) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _header(labels: list[str], nfes: tuple[int, ...]) -> list[str]:
+    return [_row(labels[0], [*labels[1:], *(f"NFE {n}" for n in nfes)]), "|---" * (len(labels) + len(nfes)) + "|"]
+
+
+def best_row(rows: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The row with the lowest rel_w2 among those ``keep`` accepts, or None."""
+    return min((r for r in rows if keep(r)), key=lambda r: r["rel_w2"], default=None)
+
+
+def diffusers_rows(theirs: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[str]:
+    """Each diffusers family at its default configuration, then at its best configuration per NFE."""
+    lines = []
     for family, label in DIFFUSERS_DEFAULTS.items():
         cells = [_fmt(next(r["rel_w2"] for r in theirs if r["config"] == label and r["nfe"] == n)) for n in nfes]
-        lines.append(f"| diffusers {family}, default config | " + " | ".join(cells) + " |")
+        lines.append(_row(f"diffusers {family}, default config", cells))
     for family in DIFFUSERS_DEFAULTS:
-        cells = []
-        for n in nfes:
-            r = min((r for r in theirs if r["family"] == family and r["nfe"] == n), key=lambda r: r["rel_w2"])
-            cells.append(f"{_fmt(r['rel_w2'])} ({r['config'].split('(', 1)[1].rstrip(')')})")
-        lines.append(f"| diffusers {family}, best config | " + " | ".join(cells) + " |")
-    for i, n in enumerate(nfes):
-        best = min((r for r in theirs if r["nfe"] == n), key=lambda r: r["rel_w2"])
-        overall.append(best)
-        summary["nfe"][n] = {"difflab_default": default_row[i], "difflab_best": best_ours[i],
-                             "diffusers_best": best, "ratio_default_to_diffusers": default_row[i] / best["rel_w2"]}
-    lines.append("| ratio difflab default / diffusers best | "
-                 + " | ".join(f"{default_row[i] / overall[i]['rel_w2']:.2f}" for i in range(len(nfes))) + " |")
-    lines.append(f"| floor (exact ODE, clean estimate at t_min = {T_MIN:g}) | "
-                 + " | ".join(_fmt(floors["gaussian-linear"]) for _ in nfes) + " |")
+        best = [best_row(theirs, lambda r, n=n: r["family"] == family and r["nfe"] == n) for n in nfes]
+        lines.append(_row(f"diffusers {family}, best config",
+                          [f"{_fmt(r['rel_w2'])} ({r['config'].split('(', 1)[1].rstrip(')')})" for r in best]))
+    return lines
+
+
+def comparison_table(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[int, ...],
+                     floors: dict[float, dict[str, float]]) -> tuple[str, dict[str, Any]]:
+    """Gaussian-linear, identity basis: difflab's default (fixed and tuned grid) vs diffusers' best per family."""
+    pname = "gaussian-linear"
+    process = bench_processes()[pname]
+    sampler, grid = auto_sampler(process), auto_grid(process)
+    default = [lookup(ours, pname, sampler, grid, n) for n in nfes]
+    tuned = [lookup(ours, pname, sampler, "tuned", n) for n in nfes]
+    theirs_best = [best_row(theirs, lambda r, n=n: r["nfe"] == n) for n in nfes]
+    ours_fixed = [best_row(ours, lambda r, n=n: (r["process"], r["nfe_budget"]) == (pname, n)
+                           and r["grid"] in BENCH_GRIDS) for n in nfes]
+    ours_tuned = [best_row(ours, lambda r, n=n: (r["process"], r["nfe_budget"], r["grid"]) == (pname, n, "tuned"))
+                  for n in nfes]
+    lines = [*_header(["sampler (Gaussian data, DDPM linear schedule)"], nfes),
+             _row(f"**difflab default** ({sampler}, grid {grid})", [_fmt(x) for x in default]),
+             _row(f"difflab default sampler, grid {grid_label(process, TUNED_T_MIN)} (untuned)",
+                  [_fmt(lookup(ours, pname, sampler, grid_label(process, TUNED_T_MIN), n)) for n in nfes]),
+             _row(f"**difflab default, tuned grid** ({sampler}, `difflab.tune_grid` defaults)",
+                  [_fmt(x) for x in tuned]),
+             _row("difflab best of all samplers x fixed grids",
+                  [f"{_fmt(r['rel_w2'])} ({r['sampler']}, {r['grid']})" for r in ours_fixed])]
+    if len({r["sampler"] for r in ours if r["process"] == pname and r["grid"] == "tuned"}) > 1:
+        lines.append(_row("difflab best sampler on its tuned grid",
+                          [f"{_fmt(r['rel_w2'])} ({r['sampler']})" for r in ours_tuned]))
+    lines += diffusers_rows(theirs, nfes)
+    for label, values in (("difflab default", default), ("tuned default", tuned)):
+        lines.append(_row(f"ratio {label} / diffusers best",
+                          [f"{x / r['rel_w2']:.2f}" for x, r in zip(values, theirs_best, strict=True)]))
+    for t_min, floor in floors.items():
+        lines.append(_row(f"floor (exact ODE, clean estimate at t_min = {t_min:g})",
+                          [_fmt(floor[pname]) for _ in nfes]))
+    summary: dict[str, Any] = {"default": f"{sampler} + {grid}", "tuned_default": f"{sampler} + tuned grid", "nfe": {
+        n: {"difflab_default": default[i], "difflab_tuned_default": tuned[i], "difflab_best_fixed": ours_fixed[i],
+            "diffusers_best": theirs_best[i], "ratio_default_to_diffusers": default[i] / theirs_best[i]["rel_w2"],
+            "ratio_tuned_default_to_diffusers": tuned[i] / theirs_best[i]["rel_w2"]}
+        for i, n in enumerate(nfes)}}
+    summary["targets"] = targets(summary)
     return "\n".join(lines), summary
 
 
-def process_table(rows: list[dict[str, Any]], process: str, nfes: tuple[int, ...], floor: float) -> str:
-    lines = [f"| {process}: sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|---|" + "---|" * len(nfes)]
+def targets(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Both targets for the untuned and the tuned default: the measured value and whether it is met."""
+    s10, s20 = summary["nfe"][10], summary["nfe"][20]
+    out = {}
+    for label, key in (("untuned default", "default"), ("tuned default", "tuned_default")):
+        ratio, w2 = s10[f"ratio_{key}_to_diffusers"], s20[f"difflab_{key}"]
+        out[label] = {"ratio_10": ratio, "met_10": ratio <= TARGET_RATIO_10,
+                      "rel_w2_20": w2, "met_20": w2 <= TARGET_W2_20}
+    return out
+
+
+def target_lines(summary: dict[str, Any]) -> str:
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return "\n".join(
+        f"- {label} ({summary['default' if label.startswith('untuned') else 'tuned_default']}): "
+        f"10 NFE {t['ratio_10']:.2f} x diffusers best (target <= {TARGET_RATIO_10}): {met(t['met_10'])}; "
+        f"20 NFE rel. W2 {t['rel_w2_20']:.2e} (target <= {TARGET_W2_20}): {met(t['met_20'])}"
+        for label, t in summary["targets"].items())
+
+
+def grids_with_rows(rows: list[dict[str, Any]], process: str, sampler: str, grids: tuple[str, ...]) -> list[str]:
+    return [g for g in grids if find(rows, process=process, sampler=sampler, grid=g)]
+
+
+def process_table(rows: list[dict[str, Any]], process: str, nfes: tuple[int, ...],
+                  floors: dict[float, dict[str, float]]) -> str:
+    lines = _header([f"{process}: sampler", "grid"], nfes)
+    low = grid_label(bench_processes()[process], TUNED_T_MIN)
     for sampler in BENCH_SAMPLERS:
-        for grid in BENCH_GRIDS:
-            cells = [_fmt(lookup(rows, process, sampler, grid, n)) for n in nfes]
-            lines.append(f"| {sampler} | {grid} | " + " | ".join(cells) + " |")
-    lines.append(f"| floor | t_min = {T_MIN:g} | " + " | ".join(_fmt(floor) for _ in nfes) + " |")
+        for grid in grids_with_rows(rows, process, sampler, (*BENCH_GRIDS, low, "tuned")):
+            lines.append(_row(sampler, [grid, *(_fmt(lookup(rows, process, sampler, grid, n)) for n in nfes)]))
+    for t_min, floor in floors.items():
+        lines.append(_row("floor", [f"t_min = {t_min:g}", *(_fmt(floor[process]) for _ in nfes)]))
     return "\n".join(lines)
 
 
 def solver_error_table(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> str:
-    """W2 to the exact ODE output (solver error alone, no t_min floor), each process at its auto grid."""
-    lines = ["| process (auto grid) | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|---|" + "---|" * len(nfes)]
+    """W2 to the exact ODE output at the grid's own t_min (solver error alone, no floor): auto and tuned grids."""
+    lines = _header(["process (grid)", "sampler"], nfes)
     for pname, process in bench_processes().items():
-        grid = auto_grid(process)
         for sampler in BENCH_SAMPLERS:
-            cells = [_fmt(lookup(rows, pname, sampler, grid, n, key="solver_w2")) for n in nfes]
-            lines.append(f"| {pname} ({grid}) | {sampler} | " + " | ".join(cells) + " |")
+            for grid in grids_with_rows(rows, pname, sampler, (auto_grid(process), grid_label(process, TUNED_T_MIN),
+                                                               "tuned")):
+                cells = [_fmt(lookup(rows, pname, sampler, grid, n, key="solver_w2")) for n in nfes]
+                lines.append(_row(f"{pname} ({grid})", [sampler, *cells]))
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[int, ...], floors: dict[str, float],
-         path: Path) -> None:
+def tuning_table(rows: list[dict[str, Any]], label: Callable[[dict[str, Any]], str],
+                 metrics: tuple[tuple[str, str], ...]) -> str:
+    """Per tuned grid: ``metrics`` (key, header), J on the best fixed grid -> tuned, J of the reference, cost."""
+    lines = [_row("tuned grid", ["NFE", *(h for _, h in metrics), "J best fixed -> tuned", "J reference", "tuning NFE",
+                                 "tuning s"]), "|---" * (6 + len(metrics)) + "|"]
+    for r in rows:
+        cells = [str(r["nfe"]), *(f"{r[k]:.3g}" for k, _ in metrics), f"{r['j_start']:.2e} -> {r['j']:.2e}",
+                 f"{r['j_reference']:.1e}", str(r["tune_nfe"]), f"{r['tune_seconds']:.1f}"]
+        lines.append(_row(label(r), cells))
+    return "\n".join(lines)
+
+
+def robustness_table(rows: list[dict[str, Any]]) -> str:
+    """Relative W2 of the tuned default per tuning seed x batch, at ROBUST_NFES."""
+    lines = [_row("tuning noises (seed, batch)", [f"NFE {n}" for n in ROBUST_NFES]),
+             "|---" * (1 + len(ROBUST_NFES)) + "|"]
+    for batch in ROBUST_BATCHES:
+        for seed in TUNE_SEEDS:
+            cells = [_fmt(find(rows, tune_seed=seed, tune_batch=batch, nfe_budget=n)["rel_w2"]) for n in ROBUST_NFES]
+            lines.append(_row(f"seed {seed}, batch {batch}", cells))
+    return "\n".join(lines)
+
+
+def grid_description(process: DiagonalGaussianProcess, ts: list[float]) -> str:
+    """The scalar logSNR at each evaluated time of a grid (its last time, 0, left out)."""
+    lam = scalar_logsnr(process, torch.tensor(ts[:-1], dtype=torch.float64))
+    return ", ".join(f"{x:.1f}" for x in lam.tolist())
+
+
+def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[int, ...],
+         floors: dict[float, dict[str, float]], path: Path) -> None:
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6.5), sharey=True)
+    def curve(pname: str, sampler: str, grid: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        pts = [(r["nfe"], r["rel_w2"]) for r in rows
+               if (r["process"], r["sampler"], r["grid"]) == (pname, sampler, grid)]
+        return tuple(zip(*pts, strict=True))  # type: ignore[return-value]
+
     for ax, (pname, process) in zip(axes, bench_processes().items(), strict=True):
+        auto = auto_sampler(process)
         for sampler in BENCH_SAMPLERS:
-            grid = auto_grid(process)
-            pts = [(r["nfe"], r["rel_w2"]) for r in rows if r["process"] == pname and r["sampler"] == sampler
-                   and r["grid"] == grid]
-            style = "-" if sampler == auto_sampler(process) else "--"
-            ax.plot(*zip(*pts, strict=True), style, marker="o", label=f"difflab {sampler} ({grid})")
+            style = "-" if sampler == auto else "--"
+            ax.plot(*curve(pname, sampler, auto_grid(process)), style, marker="o",
+                    label=f"difflab {sampler} ({auto_grid(process)})")
+        low = grid_label(process, TUNED_T_MIN)
+        ax.plot(*curve(pname, auto, low), "-", color="black", lw=0.8, marker="x", label=f"difflab {auto} ({low})")
+        ax.plot(*curve(pname, auto, "tuned"), "-", color="black", lw=2, marker="*", ms=9,
+                label=f"difflab {auto} (tuned grid)")
         if pname == "gaussian-linear":
             for family in ("DDIM", "DPMSolverMultistep", "UniPCMultistep"):
                 best = [min(r["rel_w2"] for r in theirs if r["family"] == family and r["nfe"] == n) for n in nfes]
                 ax.plot(nfes, best, ":", marker="s", label=f"diffusers {family} (best config per NFE)")
-        ax.axhline(floors[pname], color="gray", lw=0.8, label=f"floor (t_min={T_MIN:g})")
-        ax.set(xscale="log", yscale="log", title=pname, xlabel="NFE", ylim=(1e-3, 2.0))
+        for (t_min, floor), style in zip(floors.items(), ("-", "--"), strict=True):
+            ax.axhline(floor[pname], color="gray", ls=style, lw=0.8, label=f"floor (t_min={t_min:g})")
+        ax.set(xscale="log", yscale="log", title=pname, xlabel="NFE", ylim=(1e-4, 2.0))
         ax.set_xticks(nfes, [str(n) for n in nfes], minor=False)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
@@ -399,51 +671,70 @@ def plot(rows: list[dict[str, Any]], theirs: list[dict[str, Any]], nfes: tuple[i
     fig.savefig(path, dpi=120)
 
 
+def report_gaussian(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], robust: list[dict[str, Any]],
+                    nfes: tuple[int, ...], floors: dict[float, dict[str, float]]) -> dict[str, Any]:
+    """Print part (a)'s tables; returns the comparison summary."""
+    table, summary = comparison_table(ours, theirs, nfes, floors)
+    print(f"## Gaussian data, {SIZE}x{SIZE}, spectrum v = (1 + f)^-{spectrum_exponent():.2f} "
+          f"from {V_MAX:g} to {V_MIN:g}\n")
+    print(table, "\n")
+    print(target_lines(summary), "\n")
+    print(f"### Tuned grids (difflab.tune_grid defaults, {TUNE_BATCH} noises, seed {TUNE_SEEDS[0]}, float64)\n")
+    tuned = [r for r in ours if r["grid"] == "tuned"]
+    metrics = (("rel_w2", "rel. W2"), ("solver_w2", "solver W2"))
+    print(tuning_table(tuned, lambda r: f"{r['process']}, {r['sampler']}", metrics), "\n")
+    print("Scalar logSNR of the evaluated times, tuned grid vs the auto grid to the same t_min:\n")
+    for (pname, process), n in itertools.product(bench_processes().items(), ROBUST_NFES):
+        row = find(tuned, process=pname, sampler=auto_sampler(process), nfe_budget=n)
+        fixed = time_grid(auto_grid(process), row["steps"], process=process, t_min=TUNED_T_MIN).tolist()
+        print(f"- {pname}, {n} NFE: tuned {grid_description(process, row['times'])}; "
+              f"{auto_grid(process)} {grid_description(process, fixed)}")
+    print(f"\n### Robustness: the tuned default on gaussian-linear per tuning draw\n\n{robustness_table(robust)}\n")
+    for pname in bench_processes():
+        print(process_table(ours, pname, nfes, floors), "\n")
+    print("### Solver error: relative W2 to the exact ODE output at the same t_min (no floor)\n")
+    print(solver_error_table(ours, nfes), "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a trained run (repeatable): add FD and solver error vs NFE of each sampler on it")
+    parser.add_argument("--tune-all-samplers", action="store_true",
+                        help="also tune grids for every benchmark sampler on gaussian-linear (about 5 more minutes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    start = time.perf_counter()
     data = power_law_data()
     nfes = NFES
-    floors = {name: relative_w2(*exact_affine(process, data), data) for name, process in bench_processes().items()}
+    floors = {t_min: {name: relative_w2(*exact_affine(process, data, t_min), data)
+                      for name, process in bench_processes().items()} for t_min in (T_MIN, TUNED_T_MIN)}
     ours = run_difflab(data, nfes)
+    tuned = run_tuned(data, nfes, BENCH_SAMPLERS if args.tune_all_samplers else ())
+    robust = run_robustness(data, tuned)
+    ours += tuned
     theirs = run_diffusers(data, nfes)
-    table, summary = comparison_table(ours, theirs, nfes, floors)
-    print(f"## Gaussian data, {SIZE}x{SIZE}, spectrum v = (1 + f)^-{spectrum_exponent():.2f} "
-          f"from {V_MAX:g} to {V_MIN:g}\n")
-    print(table, "\n")
-    s10, s20 = summary["nfe"][10], summary["nfe"][20]
-    ratio_10 = s10["ratio_default_to_diffusers"]
-    print(f"- target 10 NFE: default / diffusers best = {ratio_10:.2f} "
-          f"(target <= {TARGET_RATIO_10}): {'met' if ratio_10 <= TARGET_RATIO_10 else 'NOT met'}")
-    print(f"- target 20 NFE: default rel. W2 = {s20['difflab_default']:.2e} (target <= {TARGET_W2_20}): "
-          f"{'met' if s20['difflab_default'] <= TARGET_W2_20 else 'NOT met'}\n")
-    for pname in bench_processes():
-        print(process_table(ours, pname, nfes, floors[pname]), "\n")
-    print("### Solver error: relative W2 to the exact ODE output at the same t_min (no floor)\n")
-    print(solver_error_table(ours, nfes), "\n")
+    summary = report_gaussian(ours, theirs, robust, nfes, floors)
     recommended = best_grids(ours)
-    print("Best grid per process kind and sampler (geometric mean of W2 at 10 and 20 NFE):", recommended)
+    print("Best fixed grid per process kind and sampler (geometric mean of W2 at 10 and 20 NFE):", recommended)
     for kind, grid in AUTO_GRIDS.items():
         agree = [name for name, best in recommended[kind].items() if best == grid]
         print(f"- auto grid for {kind}: {grid}, the best here for {', '.join(agree)}")
+    print(f"\npart (a): {time.perf_counter() - start:.0f} s")
     trained = [row for run in args.checkpoint for row in trained_model_rows(run, nfes)]
     if trained:
-        print("\n### Trained networks: FD to the test split (1000 samples, classifier features)\n")
-        print(trained_table(trained, nfes, "fd"))
-        print("\n### Trained networks: RMSE to a 1000-step DDIM solution from the same noise\n")
-        print(trained_table(trained, nfes, "rmse"))
+        report_trained(trained, nfes)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"spectrum": {"size": SIZE, "v_max": V_MAX, "v_min": V_MIN, "exponent": spectrum_exponent(),
                            "law": "v = (1 + sqrt(i^2 + j^2))^-p, mean = sqrt(v) cos(f) / 2"},
-              "t_min": T_MIN, "floors": floors, "comparison": summary, "best_grids": recommended,
-              "trained_models": trained, "difflab": ours, "diffusers": theirs}
+              "t_min": T_MIN, "tuned_t_min": TUNED_T_MIN, "floors": floors, "comparison": summary,
+              "best_grids": recommended, "robustness": robust, "trained_models": trained, "difflab": ours,
+              "diffusers": theirs, "seconds": time.perf_counter() - start}
     (args.out / "samplers.json").write_text(json.dumps(result, indent=1, default=str))
     plot(ours, theirs, nfes, floors, args.out / "samplers.png")
-    print(f"\nwrote {args.out / 'samplers.json'} and {args.out / 'samplers.png'}")
+    print(f"\nwrote {args.out / 'samplers.json'} and {args.out / 'samplers.png'} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
