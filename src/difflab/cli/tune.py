@@ -7,7 +7,7 @@ For each step count, moves the grid's points so the sampler's output tracks the 
 converged ODE solution from the same noise (``difflab.tune_grid``), and stores the grids in
 the checkpoint directory (``tuned_grids.json``, tied to the weights' sha256). ``difflab sample``
 and ``difflab eval`` use them whenever ``--grid`` is ``auto`` (the default) and a grid exists
-for the sampler and step count. Cost per step count: about 2 * 400 + 200 * steps network
+for the sampler and step count. Cost per step count: about 600 + 203 * steps network
 evaluations on a batch of 32.
 """
 

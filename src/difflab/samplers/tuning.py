@@ -22,8 +22,9 @@ uniform one (no zero-length steps). Powell's method (scipy, derivative free, det
 minimises J with a budget of ``max_evals`` sampler runs, starting from the best of the fixed
 grids ``START_GRIDS`` (all ending at ``t_min``), so J never ends above theirs.
 
-Cost: ``2 * reference_steps + max_evals * steps`` network evaluations on a batch of ``num``
-noises (about 2 400 for 10 steps with the defaults): a few seconds for the digits network,
+Cost: ``1.5 * reference_steps + (len(START_GRIDS) + max_evals) * steps`` network evaluations
+(the reference, its half-step check, the start grids, the search) on a batch of initial noises
+(2 630 for 10 steps with the defaults): ~30 s for the digits network on one CPU core,
 minutes for larger ones on a CPU. ``difflab tune`` stores the result with a checkpoint, and
 ``grid="auto"`` then uses it (see ``TunedGrids``).
 """

@@ -234,7 +234,7 @@ class RunConfig:
     tune_steps: tuple[int, ...] = ()
     """Step counts (each >= 3) whose time grids are tuned to the final EMA weights at the end of
     training, as ``difflab tune`` does: ``difflab sample``/``eval`` then sample on them by
-    default. Each costs about 2 * 400 + 200 * steps network evaluations on a batch of 32
+    default. Each costs about 600 + 203 * steps network evaluations on a batch of 32
     (~30 s for 10 steps of the digits network on a CPU); () = off."""
     sample: SampleConfig = field(default_factory=SampleConfig)
     """Preview sampling options."""
