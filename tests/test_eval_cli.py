@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import train_tiny_run
 from difflab.cli.main import main
 from difflab.data import load_dataset
 from difflab.errors import ConfigError
@@ -97,14 +98,7 @@ def test_cli_rejects_bad_arguments(argv, message, capsys) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A 2-step training run of a tiny UNet on digits (its checkpoint is what ``eval`` reads)."""
-    from difflab.training import Trainer, load_config
-
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    config = load_config(None, ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2",
-                                "optim.warmup_steps=1", "run.progress=false", "run.sample.steps=2",
-                                "run.sample.num=4", f"run.out_dir={out}"])
-    Trainer(config).train()
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("tiny") / "run")
 
 
 def test_eval_cli_on_a_tiny_checkpoint_writes_table_and_plot(tiny_run: Path, tmp_path: Path, capsys) -> None:

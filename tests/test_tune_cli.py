@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_RUN, train_tiny_run
 from difflab.cli.main import main
 from difflab.training.checkpoint import resolve_checkpoint
 from difflab.training.tuned_grids import FILENAME, load_tuned_grids
@@ -15,13 +16,7 @@ from difflab.training.tuned_grids import FILENAME, load_tuned_grids
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory) -> Path:
     """A 2-step digits run whose EMA weights got a tuned 3-step dpmpp_2m grid."""
-    from difflab.training import Trainer, load_config
-
-    out = tmp_path_factory.mktemp("tune") / "run"
-    config = load_config(None, ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2",
-                                "optim.warmup_steps=1", "run.progress=false", "run.sample.steps=2",
-                                "run.sample.num=4", f"run.out_dir={out}"])
-    Trainer(config).train()
+    out = train_tiny_run(tmp_path_factory.mktemp("tune") / "run")
     assert main(["tune", "--checkpoint", str(out), "--steps", "3", "--sampler", "dpmpp_2m", "--max-evals", "5"]) == 0
     return out
 
@@ -78,9 +73,7 @@ def test_sample_rejects_an_unknown_grid(tuned_run: Path, tmp_path: Path, capsys)
 
 def test_training_tunes_the_final_weights_when_asked(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    code = main(["train", "--config", "digits-gauss", "network.base_channels=16", "optim.batch_size=16", "optim.steps=2", "optim.warmup_steps=1",
-                 "run.progress=false", "run.sample.steps=2", "run.sample.num=4", "run.tune_steps=[3]",
-                 f"run.out_dir={out}"])
+    code = main(["train", "--config", "digits-gauss", *TINY_RUN, "run.tune_steps=[3]", f"run.out_dir={out}"])
     assert code == 0
     assert "tuned the dpmpp_2m grid for 3 steps" in capsys.readouterr().out
     table = load_tuned_grids(resolve_checkpoint(out))

@@ -98,8 +98,9 @@ def few_step_comparison(trainer: Any, steps: int = FEW_STEPS) -> dict[str, Any] 
     from difflab.samplers.api import auto_grid, resolve_sampler
     from difflab.training.tuned_grids import load_tuned_grids
 
+    sampler = resolve_sampler("auto", trainer.process)
     tuned = None if trainer.checkpoint is None else load_tuned_grids(trainer.checkpoint)
-    if tuned is None or tuned.get(resolve_sampler("auto", trainer.process), steps) is None:
+    if tuned is None or tuned.get(sampler, steps) is None:
         return None
     o, evaluator = trainer.config.run.eval, trainer.evaluator
     model = trainer.ema.module.eval()
@@ -109,7 +110,7 @@ def few_step_comparison(trainer: Any, steps: int = FEW_STEPS) -> dict[str, Any] 
                             sampler="auto", steps=steps, grid=grid, prediction=trainer.config.objective.prediction,
                             seed=o.seed, clip_x0=o.clip_x0, features=evaluator.extractor, cache_dir=o.cache_dir,
                             ema=True)["fd"]
-    return {"steps": steps, "sampler": resolve_sampler("auto", trainer.process),
+    return {"steps": steps, "sampler": sampler,
             "fixed_grid": auto_grid(trainer.process), "fd_fixed": fd["fixed"], "fd_tuned": fd["tuned"]}
 
 

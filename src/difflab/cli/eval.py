@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError, check_choice
-from difflab.samplers.grids import GRIDS
+from difflab.samplers.grids import grid_choices
 
 
 def comma_list(text: str) -> list[str]:
@@ -73,7 +73,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--ode-tol={args.ode_tol} must be positive (e.g. 1e-5)")
     if args.num < 2:
         raise ConfigError(f"--num={args.num} must be at least 2 (FD needs a covariance)")
-    check_choice("--grid", args.grid, ["auto", *sorted(GRIDS)])
+    check_choice("--grid", args.grid, grid_choices())
     samplers = comma_list(args.sampler)
     if not samplers:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")

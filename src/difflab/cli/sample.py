@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError, check_choice
-from difflab.samplers.grids import GRIDS
+from difflab.samplers.grids import grid_choices
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,7 +56,7 @@ def check_args(args: argparse.Namespace) -> torch.device:
         raise ConfigError(f"--seed={args.seed} must be in [0, 2**63)")
     if args.eta is not None and not 0 <= args.eta <= 1:
         raise ConfigError(f"--eta={args.eta} must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
-    check_choice("--grid", args.grid, ["auto", *sorted(GRIDS)])
+    check_choice("--grid", args.grid, grid_choices())
     return check_device(args.device)
 
 

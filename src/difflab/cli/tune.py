@@ -46,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
-    done = tune_checkpoint(ckpt.path, model, ckpt.process, tuple(ckpt.training_state["image_shape"]), steps,
-                           prediction=ckpt.config.objective.prediction, sampler=args.sampler, ema=not args.no_ema,
-                           num_classes=ckpt.config.network.get("num_classes"),
-                           clip_x0=ckpt.config.run.sample.clip_x0, seed=args.seed, max_evals=args.max_evals,
-                           device=device)
+    done = tune_checkpoint(ckpt.path, model, ckpt.process, ckpt.config, tuple(ckpt.training_state["image_shape"]),
+                           steps, sampler=args.sampler, ema=not args.no_ema, seed=args.seed,
+                           max_evals=args.max_evals, device=device)
     print(tuned_table(done))
     print(f"wrote {ckpt.path / FILENAME}")
     return 0

@@ -11,7 +11,7 @@ from difflab.errors import ConfigError, check_choice, check_options
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
-from difflab.samplers.grids import GRIDS, time_grid
+from difflab.samplers.grids import grid_choices, time_grid
 from difflab.samplers.guidance import class_labels, guided, null_label_of
 from difflab.samplers.heat import sample_heat
 from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid, TunedGrids, check_times, optimize_grid
@@ -59,7 +59,9 @@ def auto_sampler(process: DiagonalGaussianProcess) -> str:
 
 
 def resolve_sampler(sampler: str, process: DiagonalGaussianProcess) -> str:
-    """The sampler that actually runs: ``auto_sampler(process)`` for "auto", else ``sampler``."""
+    """The sampler that actually runs: ``auto_sampler(process)`` for "auto", else ``sampler``
+    (``ConfigError`` listing the names if it is neither)."""
+    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
     return auto_sampler(process) if sampler == "auto" else sampler
 
 
@@ -124,10 +126,9 @@ def sample(
     Returns:
         x_0 (B, C, H, W), and the trajectory if requested.
     """
-    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
+    sampler = resolve_sampler(sampler, process)
     if isinstance(grid, str):
-        check_choice("grid", grid, ["auto", *sorted(GRIDS)])
-    sampler = auto_sampler(process) if sampler == "auto" else sampler
+        check_choice("grid", grid, grid_choices())
     fn = SAMPLERS[sampler]
     check_options(f"sampler '{sampler}'", fn, sampler_options, _SHARED_PARAMETERS)
     if noise is not None and tuple(noise.shape) != tuple(shape):
@@ -164,9 +165,10 @@ def grid_times(grid: GridSpec, steps: int, process: DiagonalGaussianProcess, sam
     """
     if isinstance(grid, TunedGrids):
         tuned = grid.get(sampler, steps)
-        return tuned.as_tensor() if tuned is not None else time_grid(auto_grid(process), steps, process=process)
+        if tuned is not None:
+            return tuned.as_tensor()
+        grid = "auto"
     if isinstance(grid, str):
-        check_choice("grid", grid, ["auto", *sorted(GRIDS)])
         return time_grid(auto_grid(process) if grid == "auto" else grid, steps, process=process)
     return check_times(grid, steps)
 
@@ -204,8 +206,7 @@ def tune_grid(
     must then hold B labels for a class-conditional model. Pass the result's ``as_tensor()``
     as ``grid=`` to ``sample`` with the same sampler and steps. Deterministic samplers only.
     """
-    check_choice("sampler", sampler, ["auto", *sorted(SAMPLERS)])
-    sampler = auto_sampler(process) if sampler == "auto" else sampler
+    sampler = resolve_sampler(sampler, process)
     if sampler in MODEL_SAMPLERS or sampler in STOCHASTIC_SAMPLERS:
         deterministic = sorted(set(SAMPLERS) - MODEL_SAMPLERS - STOCHASTIC_SAMPLERS)
         raise ConfigError(f"grid tuning needs a deterministic ODE sampler, not '{sampler}'; use one of {deterministic}")

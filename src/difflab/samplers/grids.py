@@ -141,6 +141,11 @@ def karras_grid(
 GRIDS.update(uniform=uniform_grid, quadratic=quadratic_grid, logsnr=logsnr_grid, karras=karras_grid)
 
 
+def grid_choices() -> list[str]:
+    """The grid names a user may pass where a grid is chosen: "auto" and the ``GRIDS``."""
+    return ["auto", *sorted(GRIDS)]
+
+
 def time_grid(
     name: str, steps: int, process: DiagonalGaussianProcess | None = None, **options: float
 ) -> torch.Tensor:

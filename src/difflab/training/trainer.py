@@ -56,7 +56,8 @@ from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_cur
 from difflab.training.periodic_eval import PeriodicEvaluator
 from difflab.training.sampling import sample_grid
 from difflab.training.signals import StopRequest
-from difflab.training.tuned_grids import TunedGrid, tune_checkpoint
+from difflab.samplers import TunedGrid
+from difflab.training.tuned_grids import tune_checkpoint
 
 
 class NonFiniteError(DifflabError):
@@ -452,11 +453,8 @@ class Trainer:
         done: list[tuple[TunedGrid, float]] = []
         steps = self.config.run.tune_steps
         if steps and self.checkpoint is not None and self.accelerator.is_main_process:
-            s = self.config.run.sample
             with inference(self.ema.module, self.accelerator.device) as model:
-                done = tune_checkpoint(self.checkpoint, model, self.process, self.image_shape, steps,
-                                       prediction=self.config.objective.prediction, clip_x0=s.clip_x0,
-                                       num_classes=self.config.network.get("num_classes"),
+                done = tune_checkpoint(self.checkpoint, model, self.process, self.config, self.image_shape, steps,
                                        seed=self.config.optim.seed, device=self.accelerator.device)
         self.accelerator.wait_for_everyone()
         return done

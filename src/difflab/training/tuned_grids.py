@@ -20,11 +20,9 @@ import torch
 from torch import nn
 
 from difflab.errors import CheckpointError
-from difflab.processes import DiagonalGaussianProcess, Prediction
+from difflab.processes import DiagonalGaussianProcess
 from difflab.samplers import TunedGrid, TunedGrids, tune_grid
-from difflab.samplers.api import resolve_sampler
-
-__all__ = ["FILENAME", "TunedGrid", "load_tuned_grids", "tune_checkpoint", "tuned_table", "weights_sha256"]
+from difflab.training.config import TrainConfig
 
 FILENAME = "tuned_grids.json"
 TUNE_BATCH = 32  # initial noises the objective averages over (16-64 give the same grids to ~1e-2 in t)
@@ -49,31 +47,32 @@ def tune_checkpoint(
     checkpoint_dir: str | Path,
     model: nn.Module,
     process: DiagonalGaussianProcess,
+    config: TrainConfig,
     image_shape: tuple[int, ...],
     steps: Sequence[int],
     *,
-    prediction: Prediction,
     sampler: str = "auto",
     ema: bool = True,
-    num_classes: int | None = None,
-    clip_x0: float | None = 1.0,
     seed: int = 0,
     max_evals: int = 200,
     device: torch.device | str | None = None,
 ) -> list[tuple[TunedGrid, float]]:
     """Tune a grid per step count, add them to the checkpoint's file; returns (grid, seconds) each.
 
-    A class-conditional model is tuned on labels 0..K-1 repeating (conditional, w = 1).
+    The model's prediction type, labels and clipping (``run.sample.clip_x0``, as sampling
+    uses) come from its ``config``; a class-conditional model is tuned on labels 0..K-1
+    repeating (conditional, w = 1).
     """
+    num_classes = config.network.get("num_classes")
     checkpoint_dir = Path(checkpoint_dir)
     table = load_tuned_grids(checkpoint_dir, ema) or TunedGrids(weights_sha256(checkpoint_dir, ema))
     cond = None if num_classes is None else {"class_labels": (torch.arange(TUNE_BATCH) % num_classes).to(device)}
     done = []
     for n in steps:
         start = time.perf_counter()
-        grid = tune_grid(model, process, (TUNE_BATCH, *image_shape), n, resolve_sampler(sampler, process), prediction,
-                         torch.Generator(device=device or "cpu").manual_seed(seed), cond=cond, clip_x0=clip_x0,
-                         max_evals=max_evals, device=device)
+        grid = tune_grid(model, process, (TUNE_BATCH, *image_shape), n, sampler, config.objective.prediction,
+                         torch.Generator(device=device or "cpu").manual_seed(seed), cond=cond,
+                         clip_x0=config.run.sample.clip_x0, max_evals=max_evals, device=device)
         table.add(grid)
         table.save(checkpoint_dir / FILENAME)  # after each grid: an interrupted run keeps what it finished
         done.append((grid, time.perf_counter() - start))
