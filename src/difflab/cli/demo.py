@@ -1,6 +1,6 @@
 """``difflab demo``: blurring diffusion on embedded 8x8 digits, end to end on a CPU.
 
-    difflab demo                       # ~3.5 minutes on 2 CPU cores; writes runs/demo/
+    difflab demo                       # ~4 minutes on 2 CPU cores; writes runs/demo/
     difflab demo --steps 200 --out runs/quick
 
 Trains the shipped ``digits-blur`` config, then writes a sample grid, the forward process
@@ -26,7 +26,7 @@ from difflab.errors import ConfigError
 
 DEMO_CONFIG = "digits-blur"
 DEMO_STEPS = 3500  # ~3 minutes on 2 quiet CPU cores (batch 64, 0.7M-parameter UNet, ~1300 images/s)
-FEW_STEPS = 10  # the few-step budget whose grid the demo tunes (~30 s) and evaluates: FD 19.0 -> 12.3
+FEW_STEPS = 10  # the few-step budget whose grid the demo tunes (~30 s) and evaluates: FD 19.0 -> 13.4
 
 
 def add_parser(subparsers: Any) -> None:
