@@ -8,29 +8,32 @@ import pytest
 import torch
 
 from difflab.errors import CheckpointError
-from difflab.nn import network_from_dict
+from difflab.models import build_model
+from difflab.models.artefact import verify_manifest
 from difflab.training import check_compatible, load_checkpoint, load_config, save_checkpoint
+from difflab.training.build import model_config
 from difflab.training.checkpoint import (
-    FILES,
+    STATE_FILES,
     list_checkpoints,
     resolve_checkpoint,
     save_run_checkpoint,
-    verify_checkpoint,
 )
 from difflab.training.ema import EMA
+
+MODEL_FILES = ("config.json", "weights.safetensors", "ema.safetensors")
 
 
 @pytest.fixture()
 def parts():
     config = load_config(None, ["network.base_channels=16"])
-    model = network_from_dict(config.network, seed=1)
+    model = build_model("diffusion", model_config(config, (1, 8, 8)), seed=1)
     ema = EMA(model, 0.9)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01)
     ema.update(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 1, 8, 8), torch.rand(2)).square().mean().backward()
+    model.network(torch.randn(2, 1, 8, 8), torch.rand(2)).square().mean().backward()
     optimizer.step()
     state = {"optimizer": optimizer.state_dict(), "rng": {"g": torch.Generator().manual_seed(3).get_state()[None]},
              "image_shape": [1, 8, 8], "last_loss": 0.25}
@@ -41,7 +44,9 @@ def test_roundtrip_is_exact(tmp_path, parts):
     config, model, ema_model, state = parts
     path = save_checkpoint(tmp_path / "ck", config=config, model=model, ema_model=ema_model, step=7,
                            training_state=state)
-    assert sorted(p.name for p in path.iterdir()) == sorted([*FILES, "manifest.json"])
+    assert sorted(p.name for p in path.iterdir()) == ["model", "train_state"]
+    assert sorted(p.name for p in (path / "model").iterdir()) == sorted([*MODEL_FILES, "manifest.json"])
+    assert sorted(p.name for p in (path / "train_state").iterdir()) == sorted([*STATE_FILES, "manifest.json"])
     ckpt = load_checkpoint(path)
     assert ckpt.step == 7 and ckpt.config == config and ckpt.process.config() == config.process
     for loaded, original in ((ckpt.model, model), (ckpt.ema_model, ema_model)):
@@ -91,9 +96,11 @@ def test_incompatible_config_lists_mismatching_keys(tmp_path, parts):
 def test_manifest_lists_sizes_and_hashes(tmp_path, parts):
     config, model, ema_model, state = parts
     path = save_checkpoint(tmp_path / "ck", config=config, model=model, ema_model=ema_model, step=1)
-    manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format"] == "difflab-checkpoint" and manifest["step"] == 1
-    for name in FILES:
-        assert manifest["files"][name]["size"] == (path / name).stat().st_size
-        assert len(manifest["files"][name]["sha256"]) == 64
-    assert verify_checkpoint(path) == manifest
+    for folder, names in ((path / "model", MODEL_FILES), (path / "train_state", STATE_FILES)):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["format"] == "difflab-model"
+        for name in names:
+            assert manifest["files"][name]["size"] == (folder / name).stat().st_size
+            assert len(manifest["files"][name]["sha256"]) == 64
+        assert verify_manifest(folder) == manifest
+    assert json.loads((path / "train_state" / "manifest.json").read_text())["step"] == 1

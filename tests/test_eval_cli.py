@@ -135,13 +135,14 @@ class PixelExtractor(torch.nn.Module):
 
 
 def test_evaluate_accepts_a_custom_extractor(digits_test, tmp_path: Path) -> None:
-    from difflab.evaluation import frechet_distance, generate
+    from difflab.evaluation import frechet_distance
+    from difflab.models import DiffusionModel
 
     process = GaussianDiffusion()
     model = gaussian_fit(load_dataset("digits", split="train").images).model(process)
     got = evaluate(model, process, digits_test, metrics=["fd"], num_samples=100, steps=4, seed=2,
                    features=PixelExtractor(), cache_dir=tmp_path)
-    samples = generate(model, process, (1, 8, 8), num_samples=100, steps=4, seed=2)
+    samples = DiffusionModel.wrap(model, process, (1, 8, 8), sampler="ddim", clip_x0=1.0).sample(100, steps=4, seed=2)
     expected = frechet_distance(digits_test.images.flatten(1).double(), samples.clamp(-1, 1).flatten(1).double())
     assert got["fd"] == pytest.approx(expected, rel=1e-9) and "pixels vs digits/test" in got["protocol_text"]
     with pytest.raises(ConfigError, match="fingerprint"):

@@ -10,7 +10,8 @@ from torch import nn
 
 import difflab
 from difflab.errors import ConfigError
-from difflab.samplers import guided, sample_with_guidance
+from difflab.models import Conditioning, DiffusionModel
+from difflab.samplers import guided
 from difflab.samplers.guidance import class_labels
 
 NUM_CLASSES = 3
@@ -85,7 +86,7 @@ def test_missing_labels_is_a_config_error():
         guided(TinyConditional(), 2.0, NUM_CLASSES)(z, t)
 
 
-def test_sample_with_guidance_one_equals_plain_conditional_sampling():
+def test_guidance_one_equals_plain_conditional_sampling():
     model = TinyConditional()
     process = difflab.GaussianDiffusion()
     noise = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(2))
@@ -94,10 +95,17 @@ def test_sample_with_guidance_one_equals_plain_conditional_sampling():
         plain = difflab.sample(model, process, noise.shape, steps=5, noise=noise, cond={"class_labels": y})
         via_sample = difflab.sample(model, process, noise.shape, steps=5, noise=noise, cond={"class_labels": y},
                                     guidance=1.0)
-        via_helper, labels = sample_with_guidance(model, process, noise.shape, guidance=1.0, steps=5, noise=noise)
     assert torch.equal(plain, via_sample)
-    assert torch.equal(plain, via_helper)  # null label read from model.config.num_classes; classes cycle
-    assert labels.tolist() == y.tolist()
+    # through a model: its conditioning spec gives the labels (classes cycle) and the null condition
+    wrapped = DiffusionModel(model, process, (1, 4, 4), conditioning=Conditioning.classes(NUM_CLASSES))
+    with torch.no_grad():
+        conditional = wrapped.sample(4, seed=3, steps=5)
+        via_model = wrapped.sample(4, seed=3, steps=5, guidance=1.0)
+        explicit = wrapped.sample(4, seed=3, steps=5, cond={"class_labels": y})
+    assert torch.equal(conditional, via_model) and torch.equal(conditional, explicit)
+    assert wrapped.conditioning.resolve(4, None)["class_labels"].tolist() == y.tolist()
+    guided_out = wrapped.sample(4, seed=3, steps=5, guidance=2.0)
+    assert not torch.equal(guided_out, conditional)
 
 
 def test_guidance_needs_a_null_label():

@@ -13,7 +13,9 @@ import torch
 import difflab
 from difflab.errors import CheckpointError, ConfigError, DataError
 from difflab.objectives import heat_loss, levels_from_times
+from difflab.models import IHDMModel
 from difflab.processes import HeatDissipation, HeatPrior, build_process, fit_heat_prior
+from difflab.samplers import sample_heat
 
 H, W = 12, 17  # non-square on purpose
 
@@ -92,8 +94,13 @@ def test_config_round_trip_and_validation() -> None:
         HeatDissipation(K=1)
     with pytest.raises(ConfigError, match="sigma_blur_min"):
         HeatDissipation(sigma_blur_min=2.0, sigma_blur_max=1.0)
-    with pytest.raises(ConfigError, match="fit_heat_prior"):
+    with pytest.raises(ConfigError, match=r"no prior fitted to data: use process.fit\(images\)"):
         process.prior_sample((1, 1, 8, 8))
+    fitted = process.fit(smooth_images(20, seed=1))
+    assert fitted == process and fitted.prior is not None and process.prior is None  # a copy: state, not config
+    assert fitted.prior_sample((3, 1, H, W), generator=torch.Generator().manual_seed(0)).shape == (3, 1, H, W)
+    restored = process.with_fitted_state(fitted.fitted_state())
+    assert torch.equal(restored.prior.mean, fitted.prior.mean) and restored.config() == process.config()
 
 
 # --- IHDM as a special case of the core --------------------------------------------------------
@@ -223,13 +230,13 @@ def unblur_one_level(process: HeatDissipation):
     return model
 
 
-def test_ihdm_sampler_inverts_heat_flow_through_difflab_sample() -> None:
+def test_ihdm_sampler_inverts_heat_flow() -> None:
     process = HeatDissipation(K=4, sigma_blur_min=0.5, sigma_blur_max=1.0)
     prior = fit_heat_prior(process, smooth_images(50, seed=11))
     noise = torch.randn((3, 1, H, W), generator=torch.Generator().manual_seed(12), dtype=torch.float64)
-    x, traj = difflab.sample(
-        unblur_one_level(process), process, (3, 1, H, W), sampler="ihdm", steps=4, noise=noise,
-        return_trajectory=True, dtype=torch.float64, prior=prior, delta=0.0,
+    x, traj = sample_heat(
+        unblur_one_level(process), process.with_prior(prior), (3, 1, H, W), steps=4, noise=noise,
+        return_trajectory=True, dtype=torch.float64, delta=0.0,
     )
     u_K = prior.sample(3, noise=noise)
     assert len(traj) == 5 and torch.equal(traj[0], u_K)
@@ -248,22 +255,30 @@ def test_ihdm_sampler_noise_and_errors() -> None:
     identity = lambda z, t: torch.zeros_like(z)  # noqa: E731
     shape = (2, 1, H, W)
     g = torch.Generator().manual_seed(14)
-    x = difflab.sample(identity, process, shape, sampler="ihdm", steps=5, generator=g, prior=prior, delta=0.1, dtype=torch.float64)
+    x = sample_heat(identity, process, shape, steps=5, generator=g, prior=prior, delta=0.1, dtype=torch.float64)
     g = torch.Generator().manual_seed(14)
     u_K = prior.sample(2, generator=g, dtype=torch.float64)
     # Identity network: u_0 = u_K plus delta noise at K - 1 steps (none after the last).
     resid = (x - u_K).flatten()
     assert math.isclose(resid.std().item(), 0.1 * math.sqrt(4), rel_tol=0.2)
     with pytest.raises(ConfigError, match="steps=5"):
-        difflab.sample(identity, process, shape, sampler="ihdm", steps=50, prior=prior)
+        sample_heat(identity, process, shape, steps=50, prior=prior)
     with pytest.raises(ConfigError, match="needs prior"):
-        difflab.sample(identity, process, shape, sampler="ihdm", steps=5)
+        sample_heat(identity, process, shape, steps=5)
     with pytest.raises(ConfigError, match="'heat' process"):
-        difflab.sample(identity, difflab.GaussianDiffusion(), shape, sampler="ihdm", steps=5, prior=prior)
+        sample_heat(identity, difflab.GaussianDiffusion(), shape, steps=5, prior=prior)
     with pytest.raises(ConfigError, match="shape"):
-        difflab.sample(identity, process, (2, 1, 8, 8), sampler="ihdm", steps=5, prior=prior)
+        sample_heat(identity, process, (2, 1, 8, 8), steps=5, prior=prior)
+    model = IHDMModel(identity, process.with_prior(prior), shape[1:])
     with pytest.raises(ConfigError, match="no option"):
-        difflab.sample(identity, process, shape, sampler="ihdm", steps=5, prior=prior, eta=1.0)
+        model.sample(2, steps=5, eta=1.0)
+    with pytest.raises(ConfigError, match="own model family"):  # the denoiser samplers do not apply to IHDM
+        difflab.sample(identity, process, shape, steps=5)
+    # through the model: the same draw as the sampler with sample i's own generator
+    from difflab.processes.noise import PerSampleGenerator
+
+    direct = sample_heat(identity, process.with_prior(prior), shape, generator=PerSampleGenerator(4, range(2)))
+    assert torch.equal(model.sample(2, seed=4), direct)
 
 
 # --- training and sampling through the CLI -----------------------------------------------------
@@ -293,8 +308,10 @@ def test_train_ihdm_then_sample_from_its_saved_prior(tmp_path) -> None:
     ]
     trainer = Trainer(load_config("mnist-ihdm", overrides))
     trainer.train()
-    prior = HeatPrior.load(out / "prior.safetensors")
+    prior = difflab.load_model(out).process.prior  # saved inside the model artefact
     assert prior.process == HeatDissipation(K=4, sigma_blur_max=3.0) and prior.mean.shape == (1, 8, 8)
+    assert torch.equal(prior.mean, fit_heat_prior(prior.process, trainer.dataset.images.split(1024)).mean)
+    assert not (out / "prior.safetensors").exists()
     # The trainer's loss is IHDM's (a small level-to-level gap), not the eps-MSE (~1 at init).
     import json
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 import difflab
 from difflab.errors import ConfigError, DataError
-from difflab.evaluation.elbo import elbo_terms
-from difflab.evaluation.quantization import bin_width, discretized_gaussian_log_prob, log_normal_cdf_diff
+from difflab.likelihood.elbo import elbo_terms
+from difflab.likelihood.quantization import bin_width, discretized_gaussian_log_prob, log_normal_cdf_diff
 from difflab.processes import BlurringDiffusion, DiagonalGaussianProcess, GaussianDiffusion
 from difflab.processes.analytic import GaussianData
 
@@ -115,7 +115,7 @@ def test_ode_hutchinson_is_unbiased_within_its_standard_error() -> None:
     q, _ = torch.linalg.qr(torch.randn(9, 9, generator=g, dtype=torch.float64))  # dense Jacobian
     y = data.sample(8, process, generator=g)
     x = (y.flatten(1) @ q.T).reshape(y.shape)
-    from difflab.evaluation.flow import flow_nll
+    from difflab.likelihood.flow import flow_nll
 
     result = flow_nll(rotated_model(data, process, q), process, x, divergence="hutchinson", num_probes=8,
                       rtol=1e-6, atol=1e-6, generator=g)

@@ -121,13 +121,14 @@ def test_random_network_is_a_redrawn_copy():
 
 # --- the CLI ------------------------------------------------------------------------------------------
 def save_tiny_checkpoint(directory, network: dict, process: dict, prediction: str = "eps"):
-    from difflab.nn import network_from_dict
+    from difflab.models import build_model
+    from difflab.training.build import model_config
     from difflab.training.checkpoint import save_checkpoint
     from difflab.training.config import TrainConfig
 
     config = TrainConfig.from_dict({"data": {"name": "digits"}, "process": process, "network": network,
                                     "objective": {"prediction": prediction}, "optim": {"steps": 1}})
-    model = network_from_dict(config.network, seed=0)
+    model = build_model("diffusion", model_config(config, (1, 8, 8)), seed=0)
     return save_checkpoint(directory, config=config, model=model, ema_model=model, step=0,
                            training_state={"image_shape": [1, 8, 8]})
 

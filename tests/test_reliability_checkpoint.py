@@ -11,10 +11,18 @@ import torch
 
 from difflab.cli.main import main
 from difflab.errors import CheckpointError
-from difflab.nn import network_from_dict
+from difflab.models import build_model
+from difflab.models import artefact as artefact_module
+from difflab.models.artefact import verify_manifest
 from difflab.training import load_checkpoint, load_config
 from difflab.training import checkpoint as ckpt_module
-from difflab.training.checkpoint import save_run_checkpoint, verify_checkpoint
+from difflab.training.build import model_config
+from difflab.training.checkpoint import save_run_checkpoint
+
+
+def tiny_model(base_channels: int = 16):
+    config = load_config(None, [f"network.base_channels={base_channels}"])
+    return config, build_model("diffusion", model_config(config, (1, 8, 8)), seed=0)
 
 TINY = ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2", "run.progress=false",
         "run.sample.steps=2", "run.sample.num=4"]
@@ -23,8 +31,7 @@ TINY = ["network.base_channels=16", "optim.batch_size=16", "optim.steps=2", "run
 @pytest.fixture()
 def run_folder(tmp_path):
     """A run's checkpoints/ folder holding a valid step 1."""
-    config = load_config(None, ["network.base_channels=16"])
-    model = network_from_dict(config.network, seed=0)
+    config, model = tiny_model()
     kwargs = dict(config=config, model=model, ema_model=model, training_state={"x": torch.ones(3)})
     folder = tmp_path / "checkpoints"
     save_run_checkpoint(folder, keep_last=2, step=1, **kwargs)
@@ -38,8 +45,10 @@ class Crash(Exception):
 def crash_at(monkeypatch, k: int) -> list[str]:
     """Make the k-th file-system operation of a save raise ``Crash``; returns the op log."""
     log: list[str] = []
-    for name in ("save_file", "_write_text", "_fsync_file", "_fsync_dir", "_replace_dir"):
-        original = getattr(ckpt_module, name)
+    targets = [(ckpt_module, "save_file"), (ckpt_module, "fsync"), (ckpt_module, "_replace_dir"),
+               (artefact_module, "save_file"), (artefact_module, "fsync"), (Path, "write_text")]
+    for owner, name in targets:
+        original = getattr(owner, name)
 
         def wrapped(*args, _name=name, _original=original, **kwargs):
             log.append(_name)
@@ -47,7 +56,7 @@ def crash_at(monkeypatch, k: int) -> list[str]:
                 raise Crash(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(ckpt_module, name, wrapped)
+        monkeypatch.setattr(owner, name, wrapped)
     original_replace = os.replace
 
     def replace(*args, **kwargs):
@@ -82,13 +91,14 @@ def test_a_crash_at_any_point_of_a_save_leaves_a_loadable_latest(run_folder, mon
 @pytest.mark.parametrize(
     ("damage", "fragment"),
     [
-        (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-10]),
-         "model.safetensors has"),
-        (lambda d: flip_byte(d / "ema.safetensors"), "ema.safetensors is corrupted (sha256"),
-        (lambda d: flip_byte(d / "state.json"), "state.json is corrupted (sha256"),
-        (lambda d: (d / "state.safetensors").unlink(), "state.safetensors is missing"),
-        (lambda d: (d / "manifest.json").write_text("{"), "manifest.json is missing or unreadable"),
-        (lambda d: (d / "config.yaml").write_text("x: 1\n"), "config.yaml has"),
+        (lambda d: (d / "model/weights.safetensors").write_bytes((d / "model/weights.safetensors").read_bytes()[:-10]),
+         "weights.safetensors has"),
+        (lambda d: flip_byte(d / "model/ema.safetensors"), "ema.safetensors is corrupted (sha256"),
+        (lambda d: flip_byte(d / "model/config.json"), "config.json is corrupted (sha256"),
+        (lambda d: flip_byte(d / "train_state/state.json"), "state.json is corrupted (sha256"),
+        (lambda d: (d / "train_state/state.safetensors").unlink(), "state.safetensors is missing"),
+        (lambda d: (d / "model/manifest.json").write_text("{"), "manifest.json is missing or unreadable"),
+        (lambda d: (d / "train_state/config.yaml").write_text("x: 1\n"), "config.yaml has"),
     ],
 )
 def test_truncated_or_corrupted_files_are_named(run_folder, damage, fragment):
@@ -142,9 +152,9 @@ def test_pickle_posing_as_safetensors_is_refused_and_never_run(run_folder, tmp_p
 
     target = tmp_path / "owned.txt"
     step_dir = folder / "step_0000001"
-    (step_dir / "model.safetensors").write_bytes(pickle.dumps({"weight": WriteFile(target)}))
-    rehash(step_dir)
-    verify_checkpoint(step_dir)  # sizes and hashes agree ...
+    (step_dir / "model" / "weights.safetensors").write_bytes(pickle.dumps({"weight": WriteFile(target)}))
+    rehash(step_dir / "model")
+    verify_manifest(step_dir / "model")  # sizes and hashes agree ...
     with pytest.raises(CheckpointError, match="is a pickle / torch.save file, not safetensors; difflab never unpickles"):
         load_checkpoint(folder)  # ... but the content is refused
     assert not target.exists()
@@ -154,12 +164,12 @@ def test_torch_save_archive_and_garbage_are_refused(run_folder, tmp_path):
     folder, _ = run_folder
     step_dir = folder / "step_0000001"
     target = tmp_path / "owned.txt"
-    torch.save({"w": torch.zeros(1), "payload": WriteFile(target)}, step_dir / "ema.safetensors")
-    rehash(step_dir)
+    torch.save({"w": torch.zeros(1), "payload": WriteFile(target)}, step_dir / "model" / "ema.safetensors")
+    rehash(step_dir / "model")
     with pytest.raises(CheckpointError, match="ema.safetensors is a pickle / torch.save file"):
         load_checkpoint(folder)
-    (step_dir / "ema.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    rehash(step_dir)
+    (step_dir / "model" / "ema.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    rehash(step_dir / "model")
     with pytest.raises(CheckpointError, match="ema.safetensors is not a valid safetensors file"):
         load_checkpoint(folder)
     assert not target.exists()
@@ -167,9 +177,9 @@ def test_torch_save_archive_and_garbage_are_refused(run_folder, tmp_path):
 
 def test_weights_not_matching_config_name_the_keys(run_folder):
     folder, kwargs = run_folder
-    other = network_from_dict(load_config(None, ["network.base_channels=8"]).network)
+    _, other = tiny_model(base_channels=8)
     save_run_checkpoint(folder, keep_last=2, step=2, **{**kwargs, "model": other})
-    with pytest.raises(CheckpointError, match=r"model.safetensors does not match the network of config.yaml; wrong shape: "):
+    with pytest.raises(CheckpointError, match=r"ema.safetensors does not match the model of .*config.json; wrong shape: "):
         load_checkpoint(folder)
 
 

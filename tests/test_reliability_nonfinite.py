@@ -21,7 +21,7 @@ def trainer_with_nan(tmp_path, at_steps: set[int], where: str, *extra: str) -> T
     """A Trainer whose network output ("loss") or one gradient ("gradient") is NaN at the
     1-based steps ``at_steps``."""
     trainer = Trainer(load_config(None, [*TINY, f"run.out_dir={tmp_path / 'run'}", *extra]))
-    model = trainer.unwrapped_model
+    model = trainer.unwrapped_model.network
 
     def poisoned() -> bool:
         return trainer.step + 1 in at_steps

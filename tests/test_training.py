@@ -17,8 +17,6 @@ from difflab.training import (
     learning_rate,
     load_checkpoint,
     load_config,
-    load_for_sampling,
-    sample_grid,
     shipped_configs,
 )
 from difflab.training.state import flatten, unflatten
@@ -102,7 +100,7 @@ def test_shipped_cifar_configs_match_the_blurring_paper_scale():
         (["objective.cond_drop_prob=0.1"], "needs a class-conditional network: set network.num_classes"),
         (["process.logsnr_min=-30"], "prediction='eps' with a process whose terminal logSNR is -30"),
         (["run.eval.metrics=[fd,fid]"], "run.eval.metrics[1]='fid' is not allowed; choose one of: 'fd', 'kid'"),
-        (["run.eval.metrics=[]"], "run.eval.metrics is empty; list any of fd, kid, is, nll"),
+        (["run.eval.metrics=[]"], "run.eval.metrics is empty; list any of fd, kid, is, precision, recall, nll"),
         (["run.eval.num_samples=1"], "run.eval.num_samples=1 is out of range [2, inf)"),
         (["run.eval.sampler=euler9"], "run.eval.sampler='euler9' is not allowed"),
         (["run.eval.split=val"], "run.eval.split='val' is not allowed; choose one of"),
@@ -206,15 +204,17 @@ def test_train_save_load_sample_is_identical(tmp_path):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000002"
     assert (run / "samples" / "step_0000002.png").is_file() and (run / "loss.png").is_file()
 
-    kwargs = dict(num=4, prediction="eps", steps=3, seed=7)
-    shape = trainer.image_shape
+    from difflab import load_model
+
+    kwargs = dict(steps=3, seed=7)
     for use_ema, in_memory in ((True, trainer.ema.module), (False, trainer.unwrapped_model)):
-        expected, _ = sample_grid(in_memory.eval(), trainer.process, shape, **kwargs)
-        model, process, loaded = load_for_sampling(run, use_ema=use_ema)
-        got, _ = sample_grid(model, process, shape, **kwargs)
+        expected = in_memory.eval().sample(4, **kwargs)
+        loaded = load_model(run, ema=use_ema)
+        got = loaded.sample(4, **kwargs)
         assert torch.equal(got, expected)
-        assert loaded == config
+        assert loaded.config() == in_memory.config() and loaded.prediction == config.objective.prediction
     ckpt = load_checkpoint(run)
+    assert ckpt.config == config
     assert ckpt.step == 2 and ckpt.training_state["image_shape"] == [1, 8, 8]
     # the EMA (decay warm-up 0.1, 0.18) differs from the raw weights after 2 steps
     raw, ema = ckpt.model.state_dict(), ckpt.ema_model.state_dict()
@@ -237,9 +237,12 @@ def test_class_conditional_training_with_label_dropout(tmp_path):
     x0, cond = trainer._batch(torch.arange(16))
     assert cond is not None and cond["class_labels"].shape == (16,)
     assert trainer.train()["steps"] == 2
-    x, labels = sample_grid(trainer.ema.module.eval(), trainer.process, (1, 8, 8), num=12, prediction="eps",
-                            steps=2, num_classes=10)
+    model = trainer.ema.module.eval()
+    x = model.sample(12, steps=2)
+    labels = model.conditioning.resolve(12, None)["class_labels"]
     assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and x.shape == (12, 1, 8, 8)
+    one_class = model.sample(12, steps=2, cond={"class_labels": torch.full((12,), 3)})
+    assert not torch.equal(one_class, x) and torch.equal(one_class[3], x[3])  # sample i: (seed, i) and its label
 
 
 # --- periodic evaluation -------------------------------------------------------------------

@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 
 from difflab.processes import BlurringDiffusion, GaussianDiffusion, build_process  # noqa: E402
 from difflab.samplers import sample, tune_grid  # noqa: E402
-from difflab.evaluation import nll  # noqa: E402
+from difflab.likelihood import nll  # noqa: E402
+from difflab.models import load_model, save_model  # noqa: E402
 
-__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "nll", "sample", "tune_grid"]
+__all__ = ["BlurringDiffusion", "GaussianDiffusion", "__version__", "build_process", "load_model", "nll", "sample",
+           "save_model", "tune_grid"]

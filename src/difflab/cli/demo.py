@@ -74,7 +74,7 @@ def write_figures(trainer: Any, out: Path) -> dict[str, str]:
     from difflab.samplers import sample
 
     cfg, process = trainer.config, trainer.process
-    model = trainer.ema.module.eval()
+    model = trainer.ema.module.eval().network
     shape = trainer.image_shape
     gen = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
     s = cfg.run.sample
@@ -96,20 +96,18 @@ def few_step_comparison(trainer: Any, steps: int = FEW_STEPS) -> dict[str, Any] 
     fixed auto grid and on the grid tuned to these weights; None if no tuned grid exists."""
     from difflab.evaluation.evaluate import evaluate
     from difflab.samplers.api import auto_grid, resolve_sampler
-    from difflab.training.tuned_grids import load_tuned_grids
 
-    sampler = resolve_sampler("auto", trainer.process)
-    tuned = None if trainer.checkpoint is None else load_tuned_grids(trainer.checkpoint)
+    model = trainer.ema.module.eval()
+    sampler = resolve_sampler("auto", model.process)
+    tuned = model.tuned_grids  # set by the run's grid tuning (run.tune_steps)
     if tuned is None or tuned.get(sampler, steps) is None:
         return None
     o, evaluator = trainer.config.run.eval, trainer.evaluator
-    model = trainer.ema.module.eval()
     fd = {}
-    for name, grid in (("fixed", "auto"), ("tuned", tuned)):
-        fd[name] = evaluate(model, trainer.process, evaluator.data, metrics=("fd",), num_samples=o.num_samples,
-                            sampler="auto", steps=steps, grid=grid, prediction=trainer.config.objective.prediction,
-                            seed=o.seed, clip_x0=o.clip_x0, features=evaluator.extractor, cache_dir=o.cache_dir,
-                            ema=True)["fd"]
+    for name, grid in (("fixed", auto_grid(model.process)), ("tuned", "auto")):
+        fd[name] = evaluate(model, evaluator.data, metrics=("fd",), num_samples=o.num_samples, sampler="auto",
+                            steps=steps, grid=grid, seed=o.seed, clip_x0=o.clip_x0 if o.clip_x0 is not None else 0.0,
+                            features=evaluator.extractor, cache_dir=o.cache_dir, ema=True)["fd"]
     return {"steps": steps, "sampler": sampler,
             "fixed_grid": auto_grid(trainer.process), "fd_fixed": fd["fixed"], "fd_tuned": fd["tuned"]}
 

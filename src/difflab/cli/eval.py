@@ -5,8 +5,11 @@
 
 Writes ``eval.md`` (markdown table), ``eval.json`` (numbers + protocol) and
 ``eval_vs_nfe.png`` (quality against NFE) to ``--out``, and prints the table. Reference
-features come from the run's dataset, ``--split`` (default test), cached in ``--cache-dir``.
-Digits and MNIST use the shipped classifiers; other data needs ``--inception-weights``.
+features come from the dataset the model was trained on (recorded in the model artefact),
+``--split`` (default test), cached in ``--cache-dir``. Digits and MNIST use the shipped
+classifiers; other data needs ``--inception-weights``. Metrics: fd, kid, is, precision and
+recall (Kynkaanniemi et al. 2019, k = 3, in the same feature space) on samples, and nll
+(bits/dim) for families with a likelihood. Only the model artefact is read.
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a checkpoint: FD/KID/IS vs NFE and NLL (bits/dim)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run folder (its latest)")
-    parser.add_argument("--metrics", default="fd,kid,is", help="comma list of fd, kid, is, nll (default fd,kid,is)")
-    parser.add_argument("--sampler", default="ddim", help="comma list of samplers (default ddim)")
-    parser.add_argument("--steps", default="50", help="comma list of step counts (default 50)")
-    parser.add_argument("--grid", default="auto", help="time grid: auto (the checkpoint's tuned grid where "
+    parser.add_argument("--metrics", default="fd,kid,is",
+                        help="comma list of fd, kid, is, precision, recall, nll (default fd,kid,is)")
+    parser.add_argument("--sampler", help="comma list of samplers (default: the model's, i.e. run.sample.sampler)")
+    parser.add_argument("--steps", help="comma list of step counts (default: the model's run.sample.steps)")
+    parser.add_argument("--grid", help="time grid: auto (the checkpoint's tuned grid where "
                         "`difflab tune` made one, else the process's default), uniform, quadratic, logsnr or karras")
     parser.add_argument("--num", type=int, default=1000, help="samples per (sampler, steps) (default 1000)")
     parser.add_argument("--out", default="eval", help="output folder (default ./eval)")
@@ -73,16 +77,18 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--ode-tol={args.ode_tol} must be positive (e.g. 1e-5)")
     if args.num < 2:
         raise ConfigError(f"--num={args.num} must be at least 2 (FD needs a covariance)")
-    check_choice("--grid", args.grid, grid_choices())
-    samplers = comma_list(args.sampler)
+    if args.grid is not None:
+        check_choice("--grid", args.grid, grid_choices())
+    samplers: list[str | None] = [None] if args.sampler is None else list(comma_list(args.sampler))
     if not samplers:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
+    steps: list[int | None] = [None] if args.steps is None else list(positive_ints(args.steps))
     if args.nll_method == "elbo":
         nll_options: dict[str, Any] = {"time": "continuous", "num_t": args.nll_num_t, "importance": True}
     else:
         nll_options = {"divergence": "hutchinson", "num_probes": 1, "rtol": args.ode_tol, "atol": args.ode_tol}
     return {
-        "metrics": comma_list(args.metrics), "samplers": samplers, "steps": positive_ints(args.steps),
+        "metrics": comma_list(args.metrics), "samplers": samplers, "steps": steps, "grid": args.grid,
         "num_samples": args.num, "seed": args.seed, "batch_size": args.batch_size, "ema": not args.no_ema,
         "features": args.features, "inception_weights": args.inception_weights, "cache_dir": args.cache_dir,
         "nll_method": args.nll_method, "nll_examples": args.nll_examples, "nll_options": nll_options,
@@ -91,17 +97,20 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     options = check_args(args)
-    from difflab.evaluation.evaluate import sweep
+    from difflab.data import DataConfig
+    from difflab.evaluation.evaluate import check_metrics, sweep
     from difflab.evaluation.report import markdown_table, write_report
-    from difflab.cli.sample import grid_option
-    from difflab.training.checkpoint import load_for_sampling, resolve_checkpoint
+    from difflab.models import load_model
 
-    model, process, config = load_for_sampling(args.checkpoint, use_ema=not args.no_ema)
-    options["grid"] = grid_option(args.grid, resolve_checkpoint(args.checkpoint), not args.no_ema)
+    model = load_model(args.checkpoint, ema=not args.no_ema)
+    check_metrics(options["metrics"], model)  # e.g. nll of a model without one: before anything runs
+    trained_on = model.artefact["metadata"].get("data")  # type: ignore[index]
+    if not isinstance(trained_on, dict):
+        raise ConfigError(f"{model.artefact['path']} does not record its training data; it cannot be evaluated "  # type: ignore[index]
+                          "against a reference split")
+    data = dataclasses.replace(DataConfig(**trained_on), split=args.split).load()
     model = model.to(torch.device(args.device))
-    data = dataclasses.replace(config.data, split=args.split).load()
-    rows = sweep(model, process, data, prediction=config.objective.prediction,
-                 num_classes=config.network.get("num_classes"), **options)
+    rows = sweep(model, data, **options)
     paths = write_report(rows, Path(args.out))
     print(markdown_table(rows), end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()))

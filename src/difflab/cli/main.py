@@ -21,11 +21,12 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "eval",
     "probe": "probe",
     "tune": "tune",
+    "convert": "convert",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="difflab", description="Diffusion models: train, sample, evaluate.")
+    parser = argparse.ArgumentParser(prog="difflab", description="Generative models: train, sample, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
         importlib.import_module(f"difflab.cli.{module}").add_parser(sub)

@@ -96,11 +96,12 @@ def probe_splits(name: str, path: str | None, n_train: int, n_test: int, seed: i
 
 
 # --- network input -----------------------------------------------------------------------------------
-def find_tokenizer(checkpoint: Path) -> Tokenizer | None:
-    """The tokenizer saved in ``checkpoint/tokenizer`` or in its run folder's ``tokenizer``."""
+def find_tokenizer(model_dir: Path) -> Tokenizer | None:
+    """The tokenizer saved beside the model (``<checkpoint>/tokenizer``) or in its run folder's ``tokenizer``."""
     import difflab.nn  # noqa: F401  (registers the network tokenizers)
 
-    for folder in (checkpoint / "tokenizer", checkpoint.parent.parent / "tokenizer"):
+    checkpoint = model_dir.parent
+    for folder in (model_dir / "tokenizer", checkpoint / "tokenizer", checkpoint.parent.parent / "tokenizer"):
         if (folder / "tokenizer.json").is_file():
             return load_tokenizer(folder)
     return None
@@ -138,20 +139,21 @@ def make_prepare(process: DiagonalGaussianProcess, tokenizer: Tokenizer | None, 
 
 # --- the command ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from difflab.training.checkpoint import load_checkpoint
+    from difflab.models import load_model
 
     check_args(args)
-    ckpt = load_checkpoint(args.checkpoint)
-    model = ckpt.model if args.no_ema else ckpt.ema_model
+    loaded = load_model(args.checkpoint, ema=not args.no_ema)
+    trained_on = loaded.artefact["metadata"].get("data") or {}  # type: ignore[index]
+    model, process, path = loaded.network, loaded.process, Path(loaded.artefact["path"])  # type: ignore[index]
     layers = probe_layers(model)
     if args.layer is not None and not -len(layers) <= args.layer < len(layers):
         raise ConfigError(f"--layer={args.layer} is out of range: the network has {len(layers)} probe layers")
-    (x_tr, y_tr), (x_te, y_te), how = probe_splits(args.data or ckpt.config.data.name,
-                                                   args.data_path or ckpt.config.data.path,
+    (x_tr, y_tr), (x_te, y_te), how = probe_splits(args.data or trained_on.get("name", "digits"),
+                                                   args.data_path or trained_on.get("path"),
                                                    args.n_train, args.n_test, args.seed)
-    tokenizer = find_tokenizer(ckpt.path)
+    tokenizer = find_tokenizer(path)
     mode = "image" if tokenizer is None else network_input(args.input, model, tokenizer, tuple(x_tr.shape[1:]))
-    prepare = make_prepare(ckpt.process, tokenizer, mode, args.clean_input, args.seed)
+    prepare = make_prepare(process, tokenizer, mode, args.clean_input, args.seed)
 
     def probe_model(net: torch.nn.Module) -> Any:
         feats = [extract_features(net, x, t=args.t, layer=args.layer, prepare=prepare) for x in (x_tr, x_te)]
@@ -164,15 +166,16 @@ def run(args: argparse.Namespace) -> int:
         pca_tr, pca_te = pca_features(x_tr, x_te, dim)
         results[f"pca{dim}"] = linear_probe(pca_tr, y_tr, pca_te, y_te, seed=args.seed)
         results["random_init"] = probe_model(random_network(model, seed=args.seed))
-    report(args, ckpt, how, mode if tokenizer is not None else "image (no tokenizer)", results)
+    step = loaded.artefact["metadata"].get("step", "?")  # type: ignore[index]
+    report(args, path, step, how, mode if tokenizer is not None else "image (no tokenizer)", results)
     return 0
 
 
-def report(args: argparse.Namespace, ckpt: Any, how: str, mode: str, results: dict[str, Any]) -> None:
+def report(args: argparse.Namespace, path: Path, step: Any, how: str, mode: str, results: dict[str, Any]) -> None:
     layer = "default (ViT encoder output / UNet bottleneck)" if args.layer is None else str(args.layer)
     noised = f"input noised by the checkpoint's process at t={args.t:g}"
     noise = "clean input" if args.clean_input or args.t == 0 else noised
-    print(f"checkpoint {ckpt.path} (step {ckpt.step}, {'raw' if args.no_ema else 'EMA'} weights)")
+    print(f"model {path} (step {step}, {'raw' if args.no_ema else 'EMA'} weights)")
     print(f"data: {how}")
     print(f"features: layer {layer}, average-pooled, t={args.t:g}, {noise}; network input: {mode}")
     print(f"protocol: {results['model'].protocol()}")
@@ -183,6 +186,6 @@ def report(args: argparse.Namespace, ckpt: Any, how: str, mode: str, results: di
         payload = {name: {"accuracy": r.accuracy, "C": r.C, "val_accuracy": r.val_accuracy, "dim": r.dim,
                           "protocol": r.protocol()} for name, r in results.items()}
         payload["settings"] = {"t": args.t, "layer": args.layer, "clean_input": args.clean_input, "data": how,
-                               "network_input": mode, "checkpoint": str(ckpt.path), "step": ckpt.step}
+                               "network_input": mode, "checkpoint": str(path), "step": step}
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")

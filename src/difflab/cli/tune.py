@@ -5,7 +5,7 @@
 
 For each step count, moves the grid's points so the sampler's output tracks the model's
 converged ODE solution from the same noise (``difflab.tune_grid``), and stores the grids in
-the checkpoint directory (``tuned_grids.json``, tied to the weights' sha256). ``difflab sample``
+the model directory (``model/tuned_grids.json``, tied to the weights' sha256). ``difflab sample``
 and ``difflab eval`` use them whenever ``--grid`` is ``auto`` (the default) and a grid exists
 for the sampler and step count. Cost per step count: about 600 + 203 * steps network
 evaluations on a batch of 32.
@@ -41,14 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_evals < 1:
         raise ConfigError(f"--max-evals={args.max_evals} must be a positive integer")
     device = check_device(args.device)
-    from difflab.training.checkpoint import load_checkpoint
-    from difflab.training.tuned_grids import FILENAME, tune_checkpoint, tuned_table
+    from difflab.models import load_model, model_dir
+    from difflab.models.tuning import tune_model_grids, tuned_table
 
-    ckpt = load_checkpoint(args.checkpoint)
-    model = (ckpt.model if args.no_ema else ckpt.ema_model).to(device)
-    done = tune_checkpoint(ckpt.path, model, ckpt.process, ckpt.config, tuple(ckpt.training_state["image_shape"]),
-                           steps, sampler=args.sampler, ema=not args.no_ema, seed=args.seed,
-                           max_evals=args.max_evals, device=device)
+    model = load_model(args.checkpoint, ema=not args.no_ema).to(device)
+    folder = model_dir(args.checkpoint)
+    done = tune_model_grids(folder, model, steps, sampler=args.sampler, ema=not args.no_ema,  # type: ignore[arg-type]
+                            seed=args.seed, max_evals=args.max_evals, device=device)
     print(tuned_table(done))
-    print(f"wrote {ckpt.path / FILENAME}")
+    print(f"wrote {folder / 'tuned_grids.json'}")
     return 0

@@ -159,3 +159,15 @@ def save_metric_curves(
     if title:
         fig.suptitle(title, fontsize=8)
     return _save_figure(fig, Path(path))
+
+
+def save_samples_npz(x: torch.Tensor, path: str | os.PathLike, labels: torch.Tensor | None = None) -> Path:
+    """Save samples as ``.npz``: ``images`` float32 (B, C, H, W) in [-1, 1], ``uint8`` (B, H, W, C),
+    and ``labels`` (B,) when class-conditional."""
+    arrays = {"images": x.detach().float().cpu().numpy(), "uint8": to_uint8(x)}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path

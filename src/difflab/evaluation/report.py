@@ -17,6 +17,8 @@ COLUMNS = (  # (header, value key, error key)
     ("FD", "fd", None),
     ("KID", "kid", "kid_std"),
     ("IS", "is", "is_std"),
+    ("precision", "precision", None),
+    ("recall", "recall", None),
     ("NLL (bits/dim)", "nll", "nll_se"),
 )
 PLOTTED = (("fd", "FD"), ("kid", "KID"), ("is", "IS"))

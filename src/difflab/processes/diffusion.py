@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.processes.bases import Basis, DCTBasis, IdentityBasis, dct_frequencies_squared
+from difflab.processes.noise import Generator, standard_normal
 from difflab.processes.schedules import (
     SCHEDULES,
     CosineLogSNR,
@@ -62,6 +64,11 @@ class DiagonalGaussianProcess(ABC):
 
     kind: ClassVar[str]
     basis: Basis
+    default_family: ClassVar[str] = "diffusion"
+    """The model family (``difflab.models.FAMILIES``) whose objective and sampler this process
+    was designed for; ``model.family: auto`` in a training config picks it."""
+    denoiser_samplers: ClassVar[bool] = True
+    """Whether the denoiser-based samplers and likelihoods of ``difflab.samplers`` apply."""
 
     # --- the one thing a subclass defines -------------------------------------------------
     @abstractmethod
@@ -111,7 +118,7 @@ class DiagonalGaussianProcess(ABC):
         self,
         shape: tuple[int, ...],
         *,
-        generator: torch.Generator | None = None,
+        generator: Generator = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         noise: torch.Tensor | None = None,
@@ -121,7 +128,7 @@ class DiagonalGaussianProcess(ABC):
         ``noise`` (standard normal, of ``shape``) may be given for reproducibility.
         """
         if noise is None:
-            noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            noise = standard_normal(shape, generator, device=device, dtype=dtype)
         t1 = torch.ones(shape[0], dtype=torch.float64, device=noise.device)
         _, sigma = self.coefficients(t1, noise)
         return sigma * noise
@@ -156,6 +163,24 @@ class DiagonalGaussianProcess(ABC):
         coef_t = (var * alpha_ts / sigma2_ts).to(u_t.dtype)
         coef_0 = (var * alpha_s / sigma2_s).to(u_t.dtype)
         return coef_t * u_t + coef_0 * u_0, var.to(u_t.dtype)
+
+    # --- state fitted to data (none by default) -------------------------------------------
+    def fit(self, batches: torch.Tensor | Iterable[torch.Tensor]) -> DiagonalGaussianProcess:
+        """This process with its data-dependent state fitted to ``batches``; most have none."""
+        return self
+
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        """The fitted tensors (saved with a model); {} when the process has none."""
+        return {}
+
+    def with_fitted_state(self, tensors: dict[str, torch.Tensor]) -> DiagonalGaussianProcess:
+        """This process with ``fitted_state()`` tensors restored (as read from a model artefact)."""
+        return self
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether the process lacks state that only data can provide (sampling needs it)."""
+        return False
 
     # --- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -25,8 +25,9 @@ t in [0, 1/K]             tau(t) = (tK) tau_1: linear from 0, so t = 0 is the id
 ========================  =============================================================
 
 The generative model learns ``u_{k-1} ~ f(u_k)`` (see ``difflab.objectives.heat``); its prior
-p(u_K) depends on the data and is fitted by ``fit_heat_prior`` (a ``HeatPrior``, saved to
-safetensors so sampling needs no dataset).
+p(u_K) depends on the data: ``process.fit(images)`` returns the process with a fitted
+``HeatPrior`` (``fit_heat_prior``), its state, which a model artefact saves beside the weights,
+so ``prior_sample`` needs no dataset.
 
 Notation (paper symbol -> name here):
 
@@ -44,6 +45,7 @@ lambda_ij           ``dct_frequencies_squared``  Laplacian eigenvalue of DCT fre
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterable
@@ -56,6 +58,7 @@ import torch
 from difflab.errors import CheckpointError, ConfigError, DataError
 from difflab.processes.bases import Basis, DCTBasis, dct_frequencies_squared
 from difflab.processes.diffusion import DiagonalGaussianProcess, register_process
+from difflab.processes.noise import Generator, standard_normal
 
 
 @register_process
@@ -68,11 +71,15 @@ class HeatDissipation(DiagonalGaussianProcess):
     """
 
     kind: ClassVar[str] = "heat"
+    default_family: ClassVar[str] = "ihdm"  # trained by predicting the less-blurred level (objectives.heat)
+    denoiser_samplers: ClassVar[bool] = False  # the network predicts the next level, not a denoiser
     K: int = 100
     sigma_blur_min: float = 0.5
     sigma_blur_max: float = 20.0
     sigma: float = 0.01
     basis: Basis = field(default_factory=DCTBasis, init=False, repr=False, compare=False)
+    prior: HeatPrior | None = field(default=None, init=False, repr=False, compare=False)
+    """p(u_K), fitted to data by ``fit`` (None until then); saved inside a model as fitted state."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.K, int) or self.K < 2:
@@ -119,17 +126,59 @@ class HeatDissipation(DiagonalGaussianProcess):
         alpha, _ = self.coefficients(t, x)
         return self.from_basis(alpha * self.to_basis(x))
 
-    def prior_sample(self, shape: tuple[int, ...], **kwargs: object) -> torch.Tensor:
-        """Not defined by the process alone: IHDM's prior p(u_K) is fitted to data."""
-        raise ConfigError(
-            "HeatDissipation's prior depends on the data: fit one with "
-            "difflab.processes.fit_heat_prior(process, images) and sample with sampler='ihdm', prior=..."
-        )
+    # --- the fitted prior p(u_K): state of the process ---------------------------------------
+    def fit(self, batches: torch.Tensor | Iterable[torch.Tensor]) -> HeatDissipation:
+        """This process with its prior p(u_K) fitted to image ``batches`` (``fit_heat_prior``)."""
+        return self.with_prior(fit_heat_prior(self, batches))
+
+    def with_prior(self, prior: HeatPrior) -> HeatDissipation:
+        """A copy of this process that samples its prior from ``prior``."""
+        if prior.process != self:
+            raise ConfigError(f"the prior was fitted for {prior.process}, not for {self}")
+        fitted = copy.copy(self)
+        object.__setattr__(fitted, "prior", prior)
+        return fitted
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.prior is None
+
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        if self.prior is None:
+            return {}
+        return {f"prior.{name}": getattr(self.prior, name) for name in PRIOR_TENSORS}
+
+    def with_fitted_state(self, tensors: dict[str, torch.Tensor]) -> HeatDissipation:
+        found = {name: tensors[f"prior.{name}"] for name in PRIOR_TENSORS if f"prior.{name}" in tensors}
+        if not found:
+            return self
+        if len(found) != len(PRIOR_TENSORS):
+            raise CheckpointError(f"the heat prior needs tensors {list(PRIOR_TENSORS)}; found only {sorted(found)}")
+        return self.with_prior(HeatPrior(process=self, **found))
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        *,
+        generator: Generator = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """u_K ~ p(u_K) from the fitted prior, pixel space (B, C, H, W); ``noise`` as in ``HeatPrior.sample``."""
+        if self.prior is None:
+            raise ConfigError("this HeatDissipation has no prior fitted to data: use process.fit(images) "
+                              "(difflab train fits it and saves it inside the model)")
+        if tuple(self.prior.mean.shape) != tuple(shape[1:]):
+            raise ConfigError(f"the prior was fitted on images of shape {tuple(self.prior.mean.shape)}; "
+                              f"requested {tuple(shape[1:])}")
+        return self.prior.sample(shape[0], generator=generator, noise=noise, device=device, dtype=dtype)
 
 
 # --- the prior p(u_K) ---------------------------------------------------------------------------
 
 LOW_ALPHA = 1e-3  # frequencies with alpha_K above this "survive" the blur and get a full covariance
+PRIOR_TENSORS = ("mean", "var", "low_index", "low_cov")
 
 
 @dataclass
@@ -154,7 +203,7 @@ class HeatPrior:
         self,
         n: int,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generator = None,
         noise: torch.Tensor | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
@@ -166,7 +215,7 @@ class HeatPrior:
         """
         shape = (n, *self.mean.shape)
         if noise is None:
-            noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            noise = standard_normal(shape, generator, device=device, dtype=dtype)
         if tuple(noise.shape) != shape:
             raise ConfigError(f"prior noise has shape {tuple(noise.shape)}; expected {shape}")
         xi = noise.double().flatten(1)  # (n, C*H*W)

@@ -9,11 +9,11 @@ import torch
 
 from difflab.errors import ConfigError, check_choice, check_options
 from difflab.processes import DiagonalGaussianProcess, Prediction
+from difflab.processes.noise import Generator
 from difflab.samplers.ddpm import sample_ancestral, sample_ddim
 from difflab.samplers.denoiser import ModelFn, make_denoiser
 from difflab.samplers.grids import grid_choices, time_grid
-from difflab.samplers.guidance import class_labels, guided, null_label_of
-from difflab.samplers.heat import sample_heat
+from difflab.samplers.guidance import NullCond, guided, null_label_of
 from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid, TunedGrids, check_times, optimize_grid
 from difflab.samplers.ode import (
     sample_dpmpp_2m,
@@ -33,19 +33,23 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_3m": sample_dpmpp_3m,
     "unipc": sample_unipc,
-    "ihdm": sample_heat,
 }
-# Samplers that drive the model themselves, ``fn(model, process, shape, *, steps, generator,
-# noise, return_trajectory, cond, device, dtype, **options)``: IHDM predicts the next level.
-MODEL_SAMPLERS: set[str] = {"ihdm"}
 STOCHASTIC_SAMPLERS: set[str] = {"ancestral", "dpmpp_2m_sde"}  # draw fresh noise at every step
 # sampler="auto" / grid="auto": per process kind, the choice with the lowest error at 10-20 NFE
 # on the benchmarks (benchmarks/samplers.py, docs/samplers.md). The grid depends on the
 # process only, so every sampler sees the same grid in one call.
-AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc", "heat": "ihdm"}
+AUTO_SAMPLERS: dict[str, str] = {"gaussian": "dpmpp_2m", "blurring": "unipc"}
 AUTO_GRIDS: dict[str, str] = {"gaussian": "logsnr", "blurring": "quadratic"}
 AUTO_SAMPLER_FALLBACK = "dpmpp_2m"
 AUTO_GRID_FALLBACK = "quadratic"  # other processes: needs nothing from the process, fair on both kinds
+
+
+def check_denoiser_process(process: DiagonalGaussianProcess) -> None:
+    """``ConfigError`` for a process whose network is not a denoiser (IHDM): these samplers do not apply."""
+    if not getattr(process, "denoiser_samplers", True):
+        raise ConfigError(f"process '{process.kind}' is sampled by its own model family "
+                          f"('{process.default_family}'), not by the denoiser samplers: use "
+                          "difflab.models (e.g. difflab.load_model(run).sample(n)) or difflab.samplers.sample_heat")
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
@@ -76,8 +80,7 @@ def auto_grid(process: DiagonalGaussianProcess) -> str:
 
 
 # Parameters every sampler takes from ``sample`` itself; the rest are user options.
-_SHARED_PARAMETERS = ("denoise", "model", "process", "u", "ts", "shape", "steps", "generator", "callback",
-                      "noise", "return_trajectory", "cond", "device", "dtype")
+_SHARED_PARAMETERS = ("denoise", "process", "u", "ts", "generator", "callback")
 
 
 def sample(
@@ -87,14 +90,14 @@ def sample(
     sampler: str = "auto",
     steps: int = 20,
     prediction: Prediction = "eps",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     noise: torch.Tensor | None = None,
     return_trajectory: bool = False,
     *,
     grid: GridSpec = "auto",
     cond: dict[str, Any] | None = None,
     guidance: float | None = None,
-    null_label: int | None = None,
+    null_label: int | NullCond | None = None,
     clip_x0: float | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -109,7 +112,9 @@ def sample(
         sampler: a name in ``SAMPLERS`` ("dpmpp_2m", "unipc", "heun", "ddim", "ancestral", ...),
             or "auto" for the process's best sampler on the benchmarks (``auto_sampler``).
         steps: number of grid intervals (NFE for all samplers except "heun": 2 steps - 1).
-        generator: RNG for the initial noise and any stochastic steps.
+        generator: RNG for the initial noise and any stochastic steps: a torch.Generator, or a
+            ``difflab.processes.noise.PerSampleGenerator`` (one stream per sample, so sample i
+            does not depend on the batch it is drawn in).
         noise: the initial standard-normal tensor (overrides ``generator`` for it).
         return_trajectory: also return the list of z_t (pixel space) after each step.
         grid: time-grid name (see ``difflab.samplers.grids``), "auto" for the process's best
@@ -119,13 +124,15 @@ def sample(
         cond: keyword arguments passed to the model, e.g. ``{"class_labels": y}``.
         guidance: classifier-free guidance weight w (0: unconditional, 1: conditional, > 1:
             guided); needs ``cond["class_labels"]``. See ``difflab.samplers.guidance``.
-        null_label: the model's unconditional label (default: ``model.config.num_classes``).
+        null_label: the model's unconditional label (default: ``model.config.num_classes``), or
+            a function mapping ``cond`` to its unconditional version (several inputs).
         clip_x0: clip the clean estimate to [-clip_x0, clip_x0] (pixel space) at each step.
         **sampler_options: options of the chosen sampler, e.g. ``eta`` for DDIM.
 
     Returns:
         x_0 (B, C, H, W), and the trajectory if requested.
     """
+    check_denoiser_process(process)
     sampler = resolve_sampler(sampler, process)
     if isinstance(grid, str):
         check_choice("grid", grid, grid_choices())
@@ -135,9 +142,6 @@ def sample(
         raise ConfigError(f"noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was requested")
     if guidance is not None:
         model = guided(model, guidance, null_label if null_label is not None else null_label_of(model))
-    if sampler in MODEL_SAMPLERS:
-        return fn(model, process, tuple(shape), steps=steps, generator=generator, noise=noise,
-                  return_trajectory=return_trajectory, cond=cond, device=device, dtype=dtype, **sampler_options)
     ts = grid_times(grid, steps, process, sampler)
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype, noise=noise)
     trajectory: list[torch.Tensor] = []
@@ -189,7 +193,7 @@ def tune_grid(
     steps: int,
     sampler: str = "auto",
     prediction: Prediction = "eps",
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     *,
     cond: dict[str, Any] | None = None,
     clip_x0: float | None = None,
@@ -206,9 +210,10 @@ def tune_grid(
     must then hold B labels for a class-conditional model. Pass the result's ``as_tensor()``
     as ``grid=`` to ``sample`` with the same sampler and steps. Deterministic samplers only.
     """
+    check_denoiser_process(process)
     sampler = resolve_sampler(sampler, process)
-    if sampler in MODEL_SAMPLERS or sampler in STOCHASTIC_SAMPLERS:
-        deterministic = sorted(set(SAMPLERS) - MODEL_SAMPLERS - STOCHASTIC_SAMPLERS)
+    if sampler in STOCHASTIC_SAMPLERS:
+        deterministic = sorted(set(SAMPLERS) - STOCHASTIC_SAMPLERS)
         raise ConfigError(f"grid tuning needs a deterministic ODE sampler, not '{sampler}'; use one of {deterministic}")
     z = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
     denoise = make_denoiser(model, process, prediction, cond=cond, clip_x0=clip_x0)
@@ -216,27 +221,3 @@ def tune_grid(
         return optimize_grid(denoise, process, process.to_basis(z), steps, sampler=sampler,
                              sampler_fn=SAMPLERS[sampler], t_min=t_min, reference_steps=reference_steps,
                              max_evals=max_evals)
-
-
-def sample_with_guidance(
-    model: ModelFn,
-    process: DiagonalGaussianProcess,
-    shape: tuple[int, ...],
-    classes: int | Sequence[int] | torch.Tensor | None = None,
-    guidance: float = 1.0,
-    *,
-    null_label: int | None = None,
-    **sample_kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-conditional samples and their labels (B,), with guidance weight w (CLI ``--class``/``--guidance``).
-
-    ``classes``: one class index for the whole batch, a sequence repeated to fill it, or None
-    for 0, 1, ..., K-1, 0, ... (K = null_label, default ``model.config.num_classes``).
-    ``sample_kwargs`` go to ``sample`` (sampler, steps, grid, prediction, generator, device, ...).
-    """
-    null = null_label if null_label is not None else null_label_of(model)
-    labels = class_labels(range(null) if classes is None else classes, shape[0], null)
-    labels = labels.to(sample_kwargs.get("device"))
-    cond = {**(sample_kwargs.pop("cond", None) or {}), "class_labels": labels}
-    x = sample(model, process, shape, cond=cond, guidance=guidance, null_label=null, **sample_kwargs)
-    return x, labels  # type: ignore[return-value]

@@ -19,6 +19,7 @@ import torch
 
 from difflab.errors import ConfigError
 from difflab.processes import DiagonalGaussianProcess
+from difflab.processes.noise import Generator, standard_normal
 from difflab.samplers.denoiser import DenoiseFn
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -29,8 +30,9 @@ def _batch(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return t.to(u.device, torch.float64).expand(u.shape[0])
 
 
-def _noise_like(u: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+def _noise_like(u: torch.Tensor, generator: Generator) -> torch.Tensor:
+    """Standard normal like ``u``: one stream per batch or per sample (``processes.noise``)."""
+    return standard_normal(u.shape, generator, device=u.device, dtype=u.dtype)
 
 
 @torch.no_grad()
@@ -40,7 +42,7 @@ def sample_ancestral(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling: u_s ~ q(u_s | u_t, u_0 = u_0_hat) at every step.
@@ -69,7 +71,7 @@ def sample_ddim(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     eta: float = 0.0,
 ) -> torch.Tensor:

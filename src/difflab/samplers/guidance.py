@@ -19,7 +19,7 @@ Networks in ``difflab.nn`` reserve label ``num_classes`` as the null label.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,36 +28,47 @@ from difflab.errors import ConfigError
 from difflab.samplers.denoiser import ModelFn
 
 LABEL_KEY = "class_labels"
+NullCond = Callable[[dict[str, Any]], dict[str, Any]]  # conditioning -> its unconditional ("null") version
 
 
-def _twice(value: Any, batch: int) -> Any:
-    """Repeat per-example tensors (leading dim = batch) for the stacked [cond; uncond] pass."""
+def null_labels(null_label: int) -> NullCond:
+    """The ``NullCond`` of a class-conditional network: every class label becomes ``null_label``."""
+
+    def null(cond: dict[str, Any]) -> dict[str, Any]:
+        if cond.get(LABEL_KEY) is None:
+            raise ConfigError("classifier-free guidance needs class labels: pass cond={'class_labels': y}")
+        return {**cond, LABEL_KEY: torch.full_like(cond[LABEL_KEY], null_label)}
+
+    return null
+
+
+def _stack(value: Any, null_value: Any, batch: int) -> Any:
+    """[cond; uncond] along the batch for per-example tensors (leading dim = batch); else as is."""
     if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-        return torch.cat([value, value])
+        return torch.cat([value, null_value])
     return value
 
 
-def guided(model: ModelFn, w: float, null_label: int) -> ModelFn:
+def guided(model: ModelFn, w: float, null: int | NullCond) -> ModelFn:
     """``model`` with classifier-free guidance weight ``w``: ``pred_u + w (pred_c - pred_u)``.
 
-    The returned callable takes ``class_labels`` (B,) like the model. Both passes run as one
-    batch of 2B; w = 0 and w = 1 need one pass only and return the unconditional and
-    conditional predictions exactly (``torch.lerp`` is exact at its end points too).
+    ``null`` turns the conditioning into the unconditional one: a null class label (int), or
+    any ``NullCond`` (e.g. ``difflab.models.Conditioning.null`` for several inputs). Both
+    passes run as one batch of 2B; w = 0 and w = 1 need one pass only and return the
+    unconditional and conditional predictions exactly (``torch.lerp`` is exact at its end points).
     """
     w = float(w)
+    uncond = null_labels(null) if isinstance(null, int) else null
 
     def guided_model(z_t: torch.Tensor, t: torch.Tensor, **cond: Any) -> torch.Tensor:
-        labels = cond.pop(LABEL_KEY, None)
-        if labels is None:
-            raise ConfigError("classifier-free guidance needs class labels: pass cond={'class_labels': y}")
-        null = torch.full_like(labels, null_label)
+        null_cond = uncond(cond)
         if w == 0.0:
-            return model(z_t, t, **{LABEL_KEY: null}, **cond)
+            return model(z_t, t, **null_cond)
         if w == 1.0:
-            return model(z_t, t, **{LABEL_KEY: labels}, **cond)
+            return model(z_t, t, **cond)
         batch = z_t.shape[0]
-        stacked = {key: _twice(value, batch) for key, value in cond.items()}
-        pred = model(torch.cat([z_t, z_t]), torch.cat([t, t]), **{LABEL_KEY: torch.cat([labels, null])}, **stacked)
+        stacked = {key: _stack(value, null_cond[key], batch) for key, value in cond.items()}
+        pred = model(torch.cat([z_t, z_t]), torch.cat([t, t]), **stacked)
         pred_c, pred_u = pred[:batch], pred[batch:]  # (B, ...) each
         return torch.lerp(pred_u, pred_c, w)
 
@@ -74,8 +85,19 @@ def null_label_of(model: ModelFn) -> int:
     return num_classes
 
 
-def class_labels(classes: int | Sequence[int] | range | torch.Tensor, batch: int, null_label: int) -> torch.Tensor:
-    """Labels (B,) for sampling: one class for all, or a sequence repeated to fill the batch."""
+def class_labels(
+    classes: int | Sequence[int] | range | torch.Tensor,
+    batch: int,
+    null_label: int,
+    *,
+    shuffle_seed: int | None = None,
+) -> torch.Tensor:
+    """Labels (B,) int64: one class for all, or a sequence repeated to fill the batch.
+
+    The one label builder of difflab: ``range(K)`` gives 0, 1, ..., K-1, 0, ... (one class per
+    column of a K-wide grid; every class equally often, up to one); ``shuffle_seed`` then puts
+    them in a random order drawn from that seed (balanced random labels for evaluation).
+    """
     labels = torch.as_tensor(list(classes) if isinstance(classes, range) else classes, dtype=torch.long).reshape(-1)
     if labels.numel() == 0:
         raise ConfigError("no class labels given; pass a class index in [0, num_classes)")
@@ -83,4 +105,7 @@ def class_labels(classes: int | Sequence[int] | range | torch.Tensor, batch: int
         raise ConfigError(
             f"class labels must lie in [0, {null_label - 1}] ({null_label} is the null label); got {labels.tolist()}"
         )
-    return labels.repeat(-(-batch // labels.numel()))[:batch]
+    labels = labels.repeat(-(-batch // labels.numel()))[:batch]
+    if shuffle_seed is not None:
+        labels = labels[torch.randperm(batch, generator=torch.Generator().manual_seed(shuffle_seed))]
+    return labels

@@ -53,6 +53,7 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.processes import DiagonalGaussianProcess
+from difflab.processes.noise import Generator
 from difflab.samplers.ddpm import Callback, _batch, _noise_like
 from difflab.samplers.denoiser import DenoiseFn
 
@@ -207,7 +208,7 @@ def _multistep(
     points: int,
     moments: Moments,
     eta: float,
-    generator: torch.Generator | None,
+    generator: Generator,
     callback: Callback | None,
 ) -> torch.Tensor:
     """Multistep exponential integrator interpolating through the last ``points`` clean estimates.
@@ -238,7 +239,7 @@ def sample_dpmpp_2m(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     eta: float = 0.0,
 ) -> torch.Tensor:
@@ -259,7 +260,7 @@ def sample_dpmpp_2m_sde(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     eta: float = 1.0,
 ) -> torch.Tensor:
@@ -274,7 +275,7 @@ def sample_dpmpp_3m(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     eta: float = 0.0,
 ) -> torch.Tensor:
@@ -294,7 +295,7 @@ def sample_unipc(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     order: int = 2,
 ) -> torch.Tensor:
@@ -334,7 +335,7 @@ def sample_euler(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Exponential Euler per coefficient, ``u_s = alpha_s u_0_hat + sigma_s eps_hat``; NFE = steps.
@@ -362,7 +363,7 @@ def sample_heun(
     u: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Heun's method in (x0 prediction, lambda) per coefficient: the exponential trapezoid rule.

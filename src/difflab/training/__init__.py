@@ -2,20 +2,20 @@
 
 Typical use::
 
-    from difflab.training import Trainer, load_config, load_for_sampling
+    from difflab.training import Trainer, load_config
     summary = Trainer(load_config("digits-gauss", ["run.out_dir=runs/d"])).train()
-    model, process, config = load_for_sampling("runs/d")
+    model = difflab.load_model("runs/d")   # the trained model (EMA weights), no trainer needed
 """
 
 from difflab.training.checkpoint import (
     Checkpoint,
     check_compatible,
     load_checkpoint,
-    load_for_sampling,
     resolve_checkpoint,
     save_checkpoint,
 )
 from difflab.training.config import (
+    ModelConfig,
     ObjectiveConfig,
     OptimConfig,
     RunConfig,
@@ -25,13 +25,13 @@ from difflab.training.config import (
     shipped_configs,
 )
 from difflab.training.ema import EMA
-from difflab.training.sampling import sample_grid
 from difflab.training.trainer import NonFiniteError, Trainer, learning_rate
 
 __all__ = [
     "EMA",
     "Checkpoint",
     "NonFiniteError",
+    "ModelConfig",
     "ObjectiveConfig",
     "OptimConfig",
     "RunConfig",
@@ -42,9 +42,7 @@ __all__ = [
     "learning_rate",
     "load_checkpoint",
     "load_config",
-    "load_for_sampling",
     "resolve_checkpoint",
-    "sample_grid",
     "save_checkpoint",
     "shipped_configs",
 ]

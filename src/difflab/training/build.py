@@ -1,4 +1,4 @@
-"""Build a run's data, process and network from a ``TrainConfig``, and check they fit.
+"""Build a run's data and model from a ``TrainConfig``, and check they fit.
 
 Everything here happens before a run writes anything, so a dataset whose images do not
 match the network (channels, size, labels) fails with one line and leaves no files.
@@ -6,30 +6,47 @@ match the network (channels, size, labels) fails with one line and leaves no fil
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from difflab.data import ImageDataset
 from difflab.errors import ConfigError, DataError, DifflabError
-from difflab.nn import network_from_dict
-from difflab.processes import DiagonalGaussianProcess, build_process
-from difflab.training.config import TrainConfig
+from difflab.models import Conditioning, GenerativeModel, build_model
+from difflab.training.config import TrainConfig, model_family
 
 
-def build_components(config: TrainConfig) -> tuple[ImageDataset, DiagonalGaussianProcess, nn.Module]:
-    """(dataset, process, network with weights seeded by ``optim.seed``), checked to fit."""
+def model_config(config: TrainConfig, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The ``config()`` of the model a run trains, from its network, process, objective and
+    ``run.sample`` sections (the sampling defaults saved with the model)."""
+    o, s = config.objective, config.run.sample
+    return {
+        "network": dict(config.network),
+        "process": dict(config.process),
+        "image_shape": list(image_shape),
+        "prediction": o.prediction,
+        "weighting": o.weighting,
+        "gamma": o.gamma,
+        "time_sampling": o.time_sampling,
+        "conditioning": Conditioning.classes(config.network.get("num_classes"), o.cond_drop_prob).config(),
+        "sample_defaults": {"sampler": s.sampler, "steps": s.steps, "eta": s.eta, "clip_x0": s.clip_x0},
+    }
+
+
+def build_components(config: TrainConfig) -> tuple[ImageDataset, GenerativeModel]:
+    """(dataset, model with network weights seeded by ``optim.seed``), checked to fit."""
     dataset = config.data.load()
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.name} has no images; check data.path")
-    process = build_process(config.process)
     try:
-        network = network_from_dict(config.network, seed=config.optim.seed)
+        model = build_model(model_family(config), model_config(config, image_shape(dataset)), seed=config.optim.seed)
     except DifflabError:
         raise
     except (ValueError, RuntimeError, ZeroDivisionError) as err:
         raise ConfigError(f"cannot build the network from the network section: {err}") from None
-    check_network_fits_data(config, dataset, network)
-    return dataset, process, network
+    check_network_fits_data(config, dataset, model.network)
+    return dataset, model
 
 
 def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, network: nn.Module) -> None:

@@ -1,13 +1,13 @@
-"""Checkpoints: a directory of safetensors, YAML and JSON files, written atomically, no pickle.
+"""Training checkpoints: the model artefact plus the state to continue training, no pickle.
 
 Layout of one checkpoint directory::
 
-    model.safetensors   network weights (state_dict)
-    ema.safetensors     EMA weights (used for sampling by default)
-    config.yaml         the fully resolved TrainConfig
-    state.safetensors   tensors of the training state (optimizer moments, RNG states, ...)
-    state.json          step and the rest of the training state (see difflab.training.state)
-    manifest.json       format version, and size + sha256 of every file above
+    model/          the model artefact (difflab.models.save_model): config.json, weights, EMA,
+                    fitted state, manifest; all that sampling and evaluation need
+    train_state/    config.yaml   the fully resolved TrainConfig
+                    state.safetensors, state.json   optimizer moments, RNG states, data position,
+                                  step (see difflab.training.state)
+                    manifest.json size + sha256 of each file
 
 A run keeps its checkpoints in ``out_dir/checkpoints/step_XXXXXXX`` with a text file
 ``latest`` naming the newest. Every checkpoint is first written to a hidden temporary
@@ -19,7 +19,6 @@ one. Loading verifies sizes and hashes before reading anything, refuses pickles 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,39 +26,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
 
 from difflab.errors import CheckpointError, ConfigError
-from difflab.nn import network_from_dict
-from difflab.processes import DiagonalGaussianProcess, build_process
+from difflab.models import GenerativeModel, load_model
+from difflab.models.artefact import (
+    LATEST,
+    MODEL_DIR,
+    STEP_PREFIX,
+    TRAIN_STATE_DIR,
+    fsync,
+    model_dir,
+    read_latest,
+    read_tensors,
+    resolve_checkpoint,
+    verify_manifest,
+    write_manifest,
+    write_model,
+)
+from difflab.processes import DiagonalGaussianProcess
 from difflab.training.config import TrainConfig
 from difflab.training.state import flatten, unflatten
 
-FORMAT = "difflab-checkpoint"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-FILES = ("model.safetensors", "ema.safetensors", "config.yaml", "state.safetensors", "state.json")
-LATEST = "latest"
-STEP_PREFIX = "step_"
-PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2 starts with PROTO (0x80)
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save archives are zip files holding a pickle
+STATE_FILES = ("config.yaml", "state.safetensors", "state.json")
+
+__all__ = ["Checkpoint", "check_compatible", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
+           "save_run_checkpoint", "read_config"]
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: networks on the CPU, the process, and the raw training state."""
+    """A loaded checkpoint: the model (raw weights) and its EMA on the CPU, and the training state."""
 
     path: Path
     config: TrainConfig
-    model: nn.Module
-    ema_model: nn.Module
-    process: DiagonalGaussianProcess
+    model: GenerativeModel
+    ema_model: GenerativeModel
     step: int
     training_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def process(self) -> DiagonalGaussianProcess:
+        return self.model.process  # type: ignore[return-value]
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -68,8 +77,8 @@ def save_checkpoint(
     directory: str | os.PathLike,
     *,
     config: TrainConfig,
-    model: nn.Module,
-    ema_model: nn.Module,
+    model: GenerativeModel,
+    ema_model: GenerativeModel,
     step: int,
     training_state: dict[str, Any] | None = None,
 ) -> Path:
@@ -85,57 +94,21 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _write_files(tmp, config, model, ema_model, step, training_state or {})
-    _fsync_dir(tmp)
+    metadata = {"step": step, "data": config.to_dict()["data"]}
+    write_model(tmp / MODEL_DIR, model, ema_model, metadata)
+    _write_state(tmp / TRAIN_STATE_DIR, config, step, training_state or {})
+    fsync(tmp)
     _replace_dir(tmp, final)
     return final
 
 
-def _write_files(
-    folder: Path, config: TrainConfig, model: nn.Module, ema_model: nn.Module, step: int, state: dict[str, Any]
-) -> None:
-    meta = {"format": FORMAT, "version": str(FORMAT_VERSION)}
-    save_file(_weights(model), str(folder / "model.safetensors"), metadata=meta)
-    save_file(_weights(ema_model), str(folder / "ema.safetensors"), metadata=meta)
+def _write_state(folder: Path, config: TrainConfig, step: int, state: dict[str, Any]) -> None:
+    folder.mkdir()
     skeleton, tensors = flatten(state, "state")
-    save_file(tensors, str(folder / "state.safetensors"), metadata=meta)
-    _write_text(folder / "state.json", json.dumps({"step": step, "state": skeleton}, indent=1))
-    _write_text(folder / "config.yaml", config.to_yaml())
-    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)} for name in FILES}
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "files": files}
-    _write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-    for name in (*FILES, MANIFEST):
-        _fsync_file(folder / name)
-
-
-def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    save_file(tensors, str(folder / "state.safetensors"))
+    (folder / "state.json").write_text(json.dumps({"step": step, "state": skeleton}, indent=1), encoding="utf-8")
+    (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    write_manifest(folder, list(STATE_FILES), step=step)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -145,7 +118,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         trash = final.parent / f".old-{final.name}-{os.getpid()}"
         os.replace(final, trash)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -169,10 +142,10 @@ def save_run_checkpoint(checkpoints: str | os.PathLike, *, keep_last: int, **kwa
         shutil.rmtree(stale, ignore_errors=True)
     path = save_checkpoint(folder / step_dir_name(kwargs["step"]), **kwargs)
     tmp = folder / f".tmp-{LATEST}-{os.getpid()}"
-    _write_text(tmp, path.name + "\n")
-    _fsync_file(tmp)
+    tmp.write_text(path.name + "\n", encoding="utf-8")
+    fsync(tmp)
     os.replace(tmp, folder / LATEST)
-    _fsync_dir(folder)
+    fsync(folder)
     prune_checkpoints(folder, keep_last)
     return path
 
@@ -186,154 +159,55 @@ def list_checkpoints(checkpoints: str | os.PathLike) -> list[Path]:
 
 def prune_checkpoints(checkpoints: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (never the one ``latest`` names)."""
-    latest = _read_latest(checkpoints)
+    latest = read_latest(checkpoints)
     for old in list_checkpoints(checkpoints)[:-keep_last]:
         if old.name != latest:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_latest(checkpoints: Path) -> str | None:
-    try:
-        return (checkpoints / LATEST).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint directory ``path`` means: a checkpoint itself, a run's ``checkpoints/``
-    folder (its ``latest``) or a run's ``out_dir`` (``checkpoints/latest``)."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        return path
-    for folder in (path, path / "checkpoints"):
-        name = _read_latest(folder)
-        if name is not None:
-            if not (folder / name / MANIFEST).is_file():
-                raise CheckpointError(f"{folder / LATEST} names {name!r}, which is not a complete checkpoint")
-            return folder / name
-    if path.is_file():
-        raise CheckpointError(f"{path} is a file; a difflab checkpoint is a directory holding {MANIFEST}")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    raise CheckpointError(f"no checkpoint in {path}: expected {MANIFEST}, a '{LATEST}' file, or checkpoints/{LATEST}")
-
-
 def has_checkpoint(out_dir: str | os.PathLike) -> bool:
     """Whether ``out_dir`` (a run folder) holds a resumable checkpoint."""
-    return _read_latest(Path(out_dir) / "checkpoints") is not None
+    return read_latest(Path(out_dir) / "checkpoints") is not None
 
 
 # --- reading -----------------------------------------------------------------------------------
 
-def verify_checkpoint(directory: Path) -> dict[str, Any]:
-    """The manifest, after checking every listed file's size and sha256; else ``CheckpointError``."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{directory / MANIFEST} is missing or unreadable: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / MANIFEST} is not a {FORMAT} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{directory} has checkpoint format version {manifest.get('version')!r}; "
-                              f"this difflab reads version {FORMAT_VERSION}")
-    listed = manifest.get("files")
-    if not isinstance(listed, dict) or sorted(listed) != sorted(FILES):
-        raise CheckpointError(f"{directory / MANIFEST} must list exactly {', '.join(FILES)}")
-    for name in FILES:
-        _verify_file(directory / name, listed[name])
-    return manifest
-
-
-def _verify_file(path: Path, expected: Any) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} is missing")
-    if not isinstance(expected, dict):
-        raise CheckpointError(f"manifest entry for {path.name} is malformed")
-    size = path.stat().st_size
-    if size != expected.get("size"):
-        raise CheckpointError(f"checkpoint file {path} has {size} bytes, manifest says {expected.get('size')} "
-                              "(truncated or modified)")
-    if _sha256(path) != expected.get("sha256"):
-        raise CheckpointError(f"checkpoint file {path} is corrupted (sha256 differs from the manifest)")
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors (CPU). Pickles and ``torch.save`` zips are refused unread."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
-    header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 header size, then a JSON header
-    if len(head) < 9 or header_len + 8 > size or head[8:9] != b"{":
-        if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC):
-            raise CheckpointError(f"{path} is a pickle / torch.save file, not safetensors; difflab never "
-                                  "unpickles (it could run arbitrary code): convert it with safetensors")
-        raise CheckpointError(f"{path} is not a valid safetensors file")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
-
-
 def read_config(directory: Path) -> TrainConfig:
-    """``config.yaml`` of a checkpoint as a ``TrainConfig``."""
+    """``train_state/config.yaml`` of a checkpoint as a ``TrainConfig``."""
+    path = Path(directory) / TRAIN_STATE_DIR / "config.yaml"
     try:
-        raw = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return TrainConfig.from_dict(raw)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as err:
-        raise CheckpointError(f"{directory / 'config.yaml'} is invalid: {str(err).splitlines()[0]}") from None
-
-
-def load_weights(module: nn.Module, path: Path) -> nn.Module:
-    """Load ``path`` (safetensors) into ``module`` strictly; mismatches name the keys."""
-    tensors = read_tensors(path)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        parts = [f"{label}: {few(keys)}" for label, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise CheckpointError(f"{path} does not match the network of config.yaml; " + "; ".join(parts))
-    module.load_state_dict(tensors, strict=True)
-    return module
+        raise CheckpointError(f"{path} is invalid: {str(err).splitlines()[0]}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint (directory, ``checkpoints/`` folder or run folder), verified, on the CPU."""
-    directory = resolve_checkpoint(path)
-    manifest = verify_checkpoint(directory)
+    directory = model_dir(path).parent  # refuses the earlier layout with the conversion command
+    state_dir = directory / TRAIN_STATE_DIR
+    manifest = verify_manifest(state_dir, required=STATE_FILES)
     config = read_config(directory)
-    model = load_weights(network_from_dict(config.network), directory / "model.safetensors")
-    ema_model = load_weights(network_from_dict(config.network), directory / "ema.safetensors")
+    model, ema_model = load_model(directory, ema=False), load_model(directory, ema=True)
     try:
-        meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        meta = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
         step = int(meta["step"])
-        state = unflatten(meta["state"], read_tensors(directory / "state.safetensors"))
+        state = unflatten(meta["state"], read_tensors(state_dir / "state.safetensors"))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{directory / 'state.json'} is invalid: {err}") from None
+        raise CheckpointError(f"{state_dir / 'state.json'} is invalid: {err}") from None
     if step != manifest.get("step"):
         raise CheckpointError(f"{directory}: state.json step {step} differs from the manifest's {manifest.get('step')}")
-    return Checkpoint(directory, config, model.eval(), ema_model.eval(), build_process(config.process), step, state)
-
-
-def load_for_sampling(
-    path: str | os.PathLike, use_ema: bool = True
-) -> tuple[nn.Module, DiagonalGaussianProcess, TrainConfig]:
-    """(network in eval mode, process, config) of a checkpoint; EMA weights unless ``use_ema=False``."""
-    ckpt = load_checkpoint(path)
-    return (ckpt.ema_model if use_ema else ckpt.model), ckpt.process, ckpt.config
+    return Checkpoint(directory, config, model, ema_model, step, state)
 
 
 def check_compatible(saved: TrainConfig, current: TrainConfig, source: Path) -> None:
     """``CheckpointError`` listing keys where ``current`` cannot continue from ``saved``.
 
-    The network architecture, the process and the prediction type must agree; everything
-    else (steps, lr, logging ...) may change between a run and its resumption.
+    The model family, network architecture, the process and the prediction type must agree;
+    everything else (steps, lr, logging ...) may change between a run and its resumption.
     """
     pairs = {
+        "model.family": (saved.model.family, current.model.family),
         **{f"network.{k}": (v, current.network.get(k)) for k, v in saved.network.items()},
         **{f"network.{k}": (saved.network.get(k), v) for k, v in current.network.items()},
         **{f"process.{k}": (v, current.process.get(k)) for k, v in saved.process.items()},

@@ -9,7 +9,8 @@ fully resolved config (every default filled in), which checkpoints store as ``co
 Sections::
 
     data:      difflab.data.DataConfig (name, path, split, image_size, channels, hflip, ...)
-    process:   {kind: gaussian|blurring, ...}   -> difflab.processes.build_process
+    model:     ModelConfig       (the model family: diffusion, ihdm; auto = the process's own)
+    process:   {kind: gaussian|blurring|heat, ...}   -> difflab.processes.build_process
     network:   {kind: unet|mlp, ...}            -> difflab.nn.make_config
     objective: ObjectiveConfig   (what the network predicts and how errors are weighted)
     optim:     OptimConfig       (AdamW, schedule, batch, EMA, precision, seed)
@@ -33,6 +34,7 @@ from difflab.data.load import Split
 from difflab.errors import ConfigError, check_choice
 from difflab.evaluation.evaluate import METRIC_NAMES, SAMPLE_METRICS, MetricName
 from difflab.evaluation.features import EXTRACTORS, INCEPTION_WEIGHTS, ExtractorName, default_extractor
+from difflab.models import FAMILIES, GenerativeModel
 from difflab.nn import NETWORK_KINDS, config_to_dict, make_config
 from difflab.objectives import TimeSampling, Weighting
 from difflab.processes import PROCESSES, Prediction, build_process
@@ -43,6 +45,19 @@ MixedPrecision = Literal["no", "fp16", "bf16"]
 OnNonFinite = Literal["stop", "skip"]
 MAX_SEED = 2**31 - 1  # per-rank generators use seed + rank; the data sampler needs seed < 2**32
 TERMINAL_LOGSNR_FLOOR = -20.0  # below this lambda(1), eps-prediction cannot give x0 (see check_consistency)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model family the run trains (``difflab.models.FAMILIES``)."""
+
+    family: str = "auto"
+    """"diffusion" (a denoiser: eps/x0/v prediction, the ODE/SDE samplers, NLL), "ihdm" (inverse
+    heat dissipation: predict the less-blurred level, Rissanen et al. 2023), or "auto": the family
+    the process was designed for (heat -> ihdm, every other process -> diffusion)."""
+
+    def __post_init__(self) -> None:
+        check_choice("model.family", self.family, ["auto", *sorted(FAMILIES)])
 
 
 @dataclass(frozen=True)
@@ -127,9 +142,8 @@ class SampleConfig:
     clip_x0: float | None = 1.0
     """Clip the clean estimate to [-clip_x0, clip_x0] at each step; 1 matches images in [-1, 1]."""
 
-    def __post_init__(self) -> None:
-        check_choice("run.sample.sampler", self.sampler, sorted(SAMPLERS))
-        if self.eta is not None and "eta" not in inspect.signature(SAMPLERS[self.sampler]).parameters:
+    def __post_init__(self) -> None:  # the sampler name is checked against the model family (check_consistency)
+        if self.eta is not None and "eta" not in inspect.signature(SAMPLERS.get(self.sampler, len)).parameters:
             raise ConfigError(f"run.sample.eta is set but sampler {self.sampler!r} has no eta; remove it or use ddim")
         check_range("run.sample.steps", self.steps, 1)
         check_range("run.sample.num", self.num, 1, 4096)
@@ -158,10 +172,11 @@ class EvalConfig:
     num_samples: int = 500
     """Samples drawn per evaluation (at least 2). FD is biased upwards at small counts, so
     compare numbers only at equal ``num_samples``; 500 takes ~10 s on one CPU core for digits."""
-    sampler: str = "ddim"
-    """A name in ``difflab.samplers.SAMPLERS``; deterministic DDIM makes the curve smooth."""
-    steps: int = 50
-    """Sampler steps (network evaluations per sample); 50 is the usual DDIM budget."""
+    sampler: str | None = None
+    """A sampler of the model family (``difflab.samplers.SAMPLERS`` for diffusion); null = the
+    run's ``run.sample.sampler`` (DDIM in the shipped diffusion configs: its curve is smooth)."""
+    steps: int | None = None
+    """Sampler steps (network evaluations per sample); null = ``run.sample.steps``."""
     clip_x0: float | None = 1.0
     """Clip the clean estimate to [-clip_x0, clip_x0] while sampling; null for blurring
     processes (as in ``run.sample``)."""
@@ -179,7 +194,7 @@ class EvalConfig:
     cache_dir: str | None = None
     """Cache of the reference features; null = $DIFFLAB_CACHE_DIR/reference or ~/.cache/difflab/reference."""
     batch_size: int = 250
-    """Samples drawn per batch (memory, not results: the noise comes from one generator)."""
+    """Samples drawn per batch (memory, not results: every sample has its own seed)."""
     nll_examples: int = 256
     """Reference images scored when "nll" is requested (standard error ~ 1/sqrt of it)."""
 
@@ -189,8 +204,8 @@ class EvalConfig:
         for i, metric in enumerate(self.metrics):
             check_choice(f"run.eval.metrics[{i}]", metric, METRIC_NAMES)
         check_range("run.eval.num_samples", self.num_samples, 2, why="FD needs a covariance")
-        check_choice("run.eval.sampler", self.sampler, sorted(SAMPLERS))
-        check_range("run.eval.steps", self.steps, 1)
+        if self.steps is not None:
+            check_range("run.eval.steps", self.steps, 1)
         if self.clip_x0 is not None:
             check_range("run.eval.clip_x0", self.clip_x0, 0.0, low_open=True)
         check_range("run.eval.seed", self.seed, 0, MAX_SEED)
@@ -276,6 +291,7 @@ class TrainConfig:
     """A whole training run. Build with ``TrainConfig.from_dict`` or ``load_config``."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     process: dict[str, Any] = field(default_factory=lambda: resolve_process(DEFAULT_PROCESS))
     network: dict[str, Any] = field(default_factory=lambda: resolve_network(DEFAULT_NETWORK))
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -303,7 +319,8 @@ class TrainConfig:
             values["process"] = resolve_process(raw["process"])
         if "network" in raw:
             values["network"] = resolve_network(raw["network"])
-        for name, section_cls in (("objective", ObjectiveConfig), ("optim", OptimConfig), ("run", RunConfig)):
+        for name, section_cls in (("model", ModelConfig), ("objective", ObjectiveConfig), ("optim", OptimConfig),
+                                  ("run", RunConfig)):
             if name in raw:
                 values[name] = dataclass_from_dict(section_cls, raw[name], name)
         return cls(**values)
@@ -374,9 +391,30 @@ def check_consistency(config: TrainConfig) -> None:
                 "use prediction 'v' or 'x0', or raise process.logsnr_min"
             )
     check_eval_features(config)
-    if config.run.tune_steps and config.process.get("kind") == "heat":
-        raise ConfigError("run.tune_steps tunes ODE-sampler grids; IHDM (process.kind 'heat') has its own sampler, "
-                          "so set run.tune_steps: []")
+    family = model_family(config)
+    FAMILIES[family].check_process(build_process(config.process))
+    samplers = FAMILIES[family].sampler_names()
+    for key, sampler in (("run.sample.sampler", config.run.sample.sampler), ("run.eval.sampler", config.run.eval.sampler)):
+        if sampler is not None:
+            check_choice(key, sampler, samplers)  # the samplers of the run's model family
+    if config.run.eval_every and "nll" in config.run.eval.metrics and not FAMILIES[family].has_likelihood:
+        raise ConfigError(f"run.eval.metrics has 'nll', which {family} models do not define; remove it "
+                          f"(sample metrics: {', '.join(SAMPLE_METRICS)})")
+    if config.run.tune_steps and not FAMILIES[family].tunable:
+        raise ConfigError(f"run.tune_steps tunes ODE-sampler grids, which {family} models do not use; "
+                          "set run.tune_steps: []")
+
+
+def model_family(config: TrainConfig) -> str:
+    """The family a run trains: ``model.family``, or for "auto" the process's ``default_family``."""
+    if config.model.family != "auto":
+        return config.model.family
+    return build_process(config.process).default_family
+
+
+def family_class(config: TrainConfig) -> type[GenerativeModel]:
+    """The ``GenerativeModel`` class of the run's family."""
+    return FAMILIES[model_family(config)]
 
 
 def check_eval_features(config: TrainConfig) -> None:

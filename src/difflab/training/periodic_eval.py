@@ -22,14 +22,14 @@ from torch import nn
 from difflab.evaluation.evaluate import SAMPLE_METRICS, evaluate
 from difflab.evaluation.features import extract, resolve_extractor
 from difflab.evaluation.report import COLUMNS
-from difflab.processes import DiagonalGaussianProcess
+from difflab.models import GenerativeModel
 from difflab.training.config import TrainConfig
 
 NUMBER_KEYS = tuple(key for _, value, error in COLUMNS for key in (value, error) if key is not None)
 
 
 class PeriodicEvaluator:
-    """``evaluator(model, process) -> {"eval": numbers, "protocol": text}`` for a run's config.
+    """``evaluator(model) -> {"eval": numbers, "protocol": text}`` for a run's config.
 
     Builds, up front: the reference split of the run's dataset (``run.eval.split``) and, for
     FD/KID/IS, the feature extractor, checked on two reference images.
@@ -37,8 +37,6 @@ class PeriodicEvaluator:
 
     def __init__(self, config: TrainConfig) -> None:
         self.options = config.run.eval
-        self.prediction = config.objective.prediction
-        self.num_classes = config.network.get("num_classes")
         self.data = dataclasses.replace(config.data, split=self.options.split).load()
         self.sample_metrics = [m for m in self.options.metrics if m in SAMPLE_METRICS]
         self.extractor: nn.Module | None = None
@@ -48,17 +46,17 @@ class PeriodicEvaluator:
                                                inception_weights=self.options.inception_weights)
             extract(self.extractor, self.data.images[:2])  # ConfigError if the extractor does not fit the images
 
-    def __call__(self, model: nn.Module, process: DiagonalGaussianProcess) -> dict[str, Any]:
+    def __call__(self, model: GenerativeModel) -> dict[str, Any]:
         """Sample metrics and/or NLL of ``model`` (EMA weights, in eval mode) with their protocol."""
         o = self.options
-        common = dict(prediction=self.prediction, seed=o.seed, ema=True, cache_dir=o.cache_dir)
+        common = dict(seed=o.seed, ema=True, cache_dir=o.cache_dir)
         results = []
-        if self.sample_metrics:
-            results.append(evaluate(model, process, self.data, metrics=self.sample_metrics, num_samples=o.num_samples,
-                                    sampler=o.sampler, steps=o.steps, clip_x0=o.clip_x0, batch_size=o.batch_size,
-                                    num_classes=self.num_classes, features=self.extractor, **common))
+        if self.sample_metrics:  # sampler/steps None: the run.sample ones (the model's defaults)
+            results.append(evaluate(model, self.data, metrics=self.sample_metrics, num_samples=o.num_samples,
+                                    sampler=o.sampler, steps=o.steps, batch_size=o.batch_size, features=self.extractor,
+                                    clip_x0=o.clip_x0 if o.clip_x0 is not None else 0.0, **common))
         if "nll" in o.metrics:
-            results.append(evaluate(model, process, self.data, metrics=("nll",), nll_examples=o.nll_examples, **common))
+            results.append(evaluate(model, self.data, metrics=("nll",), nll_examples=o.nll_examples, **common))
         numbers = {k: float(r[k]) for r in results for k in NUMBER_KEYS if k in r}
         return {"eval": numbers, "protocol": "; ".join(r["protocol_text"] for r in results)}
 

@@ -1,9 +1,11 @@
-"""``Trainer``: step-based diffusion training on HuggingFace Accelerate.
+"""``Trainer``: step-based training of any ``difflab.models`` family on HuggingFace Accelerate.
 
-One step: take this rank's slice of the global batch (``ResumableBatchSampler``), draw
-t, noise and label drops from the rank's generator, compute ``diffusion_loss`` (the
-objective lives in ``difflab.objectives``, not here), back-propagate, clip, AdamW with a
-linear warm-up, EMA update. Runs on one CPU process by default and on many with
+One step: take this rank's slice of the global batch (``ResumableBatchSampler``), ask the
+model for its losses (``model.losses(batch, generator)``: the family draws its times, noise
+and condition drops from the rank's generator; no formula lives here), back-propagate their
+sum, clip, AdamW (one parameter group per ``model.param_groups()`` entry) with a linear
+warm-up, ``model.after_step()``, EMA update. State fitted to data (IHDM's prior) is fitted
+once before the first step (``model.fit``) and saved inside the model artefact. Runs on one CPU process by default and on many with
 ``accelerate launch`` (DDP averages gradients, so every rank holds the same weights and EMA).
 
 Reproducibility: the weights, data order and every random draw come from ``optim.seed``
@@ -38,8 +40,9 @@ from tqdm.auto import tqdm
 from difflab.data import ResumableBatchSampler, random_hflip
 from difflab.errors import CheckpointError, ConfigError, DifflabError
 from difflab.evaluation.figures import save_image_grid
-from difflab.objectives import process_loss, sample_times
-from difflab.processes import HeatDissipation, fit_heat_prior
+from difflab.models import GenerativeModel
+from difflab.models.artefact import MODEL_DIR
+from difflab.models.tuning import tune_model_grids
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
     Checkpoint,
@@ -54,10 +57,8 @@ from difflab.training.config import TrainConfig
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_curve
 from difflab.training.periodic_eval import PeriodicEvaluator
-from difflab.training.sampling import sample_grid
 from difflab.training.signals import StopRequest
 from difflab.samplers import TunedGrid
-from difflab.training.tuned_grids import tune_checkpoint
 
 
 class NonFiniteError(DifflabError):
@@ -128,11 +129,8 @@ class Trainer:
         resume_path = self._resume_path(resume)
         self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision)
         acc, optim = self.accelerator, config.optim
-        self.dataset, self.process, network = build_components(config)
+        self.dataset, model = build_components(config)
         self.image_shape = image_shape(self.dataset)
-        self.sampler_options: dict[str, Any] = {}  # IHDM samples from a prior fitted to the data
-        if isinstance(self.process, HeatDissipation):
-            self.sampler_options["prior"] = fit_heat_prior(self.process, self.dataset.images.split(1024))
         self.sampler = ResumableBatchSampler(
             len(self.dataset), optim.batch_size, seed=optim.seed,
             num_replicas=acc.num_processes, rank=acc.process_index,
@@ -147,11 +145,14 @@ class Trainer:
         checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
         if checkpoint is not None:
             check_compatible(checkpoint.config, config, checkpoint.path)
-            network.load_state_dict(checkpoint.model.state_dict())
-        self.ema = EMA(network, optim.ema_decay, warmup=optim.ema_warmup)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=optim.lr, betas=optim.betas,
-                                      weight_decay=optim.weight_decay)
-        self.model, self.optimizer = acc.prepare(network, optimizer)
+            model.load_state_dict(checkpoint.model.state_dict())
+            model.load_fitted_state(checkpoint.model.fitted_state())
+        else:
+            model.fit(self.dataset.images.split(1024))  # data-dependent state (IHDM's prior); most have none
+        self.ema = EMA(model, optim.ema_decay, warmup=optim.ema_warmup)
+        groups = [{"params": params, "name": name} for name, params in model.param_groups().items()]
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
         self.ema.module.to(acc.device)
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
         if checkpoint is not None:
@@ -207,8 +208,13 @@ class Trainer:
 
     # --- the run ---------------------------------------------------------------------------
     @property
-    def unwrapped_model(self) -> torch.nn.Module:
+    def unwrapped_model(self) -> GenerativeModel:
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def process(self) -> Any:
+        """The model's forward process (with its fitted state), for figures and reports."""
+        return self.ema.module.process
 
     def train(self) -> dict[str, Any]:
         """Run until ``optim.steps`` (or a stop signal); return a summary dict.
@@ -271,15 +277,12 @@ class Trainer:
     def _train_step(self, batches: Iterator[torch.Tensor]) -> None:
         """One optimizer update (or a skipped batch when the loss/gradient is not finite)."""
         acc, cfg = self.accelerator, self.config
-        x0, cond = self._batch(next(batches))
-        t = sample_times(x0.shape[0], method=cfg.objective.time_sampling, generator=self.generator, device=acc.device)
-        noise = torch.randn(x0.shape, generator=self.generator, device=acc.device, dtype=x0.dtype)
+        batch = self._batch(next(batches))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, cfg.optim.lr, cfg.optim.warmup_steps)
         with acc.autocast():
-            loss = process_loss(self.model, self.process, x0, prediction=cfg.objective.prediction,
-                                  weighting=cfg.objective.weighting, gamma=cfg.objective.gamma,
-                                  t=t, noise=noise, cond=cond).float().mean()
+            losses = self.model(batch, self.generator)  # {name: (b,)}; through DDP when distributed
+            loss = sum(value.float().mean() for value in losses.values())
         global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
         if not math.isfinite(global_loss):
             return self._non_finite("loss", global_loss)
@@ -291,26 +294,22 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if not acc.optimizer_step_was_skipped:
+            self.unwrapped_model.after_step()
             self.ema.update(self.unwrapped_model)
         self.window["loss_sum"] += global_loss
         self.window["count"] += 1
         self.last_grad_norm = grad_norm
 
     def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-        """This rank's images (b, C, H, W) on the device, and the model's conditioning."""
+        """This rank's images (b, C, H, W) on the device, and their class labels if the model takes them
+        (dropping them for guidance training is the model's ``conditioning.drop``)."""
         x0, labels = self.dataset.batch(indices)
         x0 = x0.to(self.accelerator.device)
         if self.config.data.hflip:
             x0 = random_hflip(x0, generator=self.generator)
-        num_classes = self.config.network.get("num_classes")
-        if num_classes is None or labels is None:
+        if not self.unwrapped_model.conditioning.is_conditional or labels is None:
             return x0, None
-        labels = labels.to(self.accelerator.device)
-        p = self.config.objective.cond_drop_prob
-        if p > 0:  # classifier-free guidance: the null label num_classes with probability p
-            drop = torch.rand(labels.shape, generator=self.generator, device=labels.device) < p
-            labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-        return x0, {"class_labels": labels}
+        return x0, {"class_labels": labels.to(self.accelerator.device)}
 
     def _non_finite(self, quantity: str, value: float) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,8 +359,6 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
-            if "prior" in self.sampler_options:
-                self.sampler_options["prior"].save(self.out_dir / "prior.safetensors")
             if self.metrics.path.exists():
                 self.metrics.truncate_after(self.step)
         self.accelerator.wait_for_everyone()
@@ -439,10 +436,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             s = self.config.run.sample
             with inference(self.ema.module, self.accelerator.device) as model:
-                x, _ = sample_grid(model, self.process, self.image_shape, num=s.num,
-                                   prediction=self.config.objective.prediction, sampler=s.sampler, steps=s.steps,
-                                   seed=self.config.optim.seed, eta=s.eta, clip_x0=s.clip_x0,
-                                   num_classes=self.config.network.get("num_classes"), **self.sampler_options)
+                x = model.sample(s.num, seed=self.config.optim.seed)  # the run.sample defaults are the model's
             path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
         self.accelerator.wait_for_everyone()
         return path
@@ -454,8 +448,8 @@ class Trainer:
         steps = self.config.run.tune_steps
         if steps and self.checkpoint is not None and self.accelerator.is_main_process:
             with inference(self.ema.module, self.accelerator.device) as model:
-                done = tune_checkpoint(self.checkpoint, model, self.process, self.config, self.image_shape, steps,
-                                       seed=self.config.optim.seed, device=self.accelerator.device)
+                done = tune_model_grids(self.checkpoint / MODEL_DIR, model, steps, seed=self.config.optim.seed,  # type: ignore[arg-type]
+                                        device=self.accelerator.device)
         self.accelerator.wait_for_everyone()
         return done
 
@@ -475,7 +469,7 @@ class Trainer:
         if main and not (unless_logged and self._eval_logged()):
             t0 = time.perf_counter()
             with inference(self.ema.module, self.accelerator.device) as model:
-                result = self.evaluator(model, self.process)
+                result = self.evaluator(model)
             record = {"step": self.step, **result, "seconds": round(time.perf_counter() - t0, 2)}
             self.metrics.append(record)
             plot_eval_curves(self.metrics.read(), self.out_dir / "eval.png")

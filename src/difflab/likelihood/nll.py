@@ -24,9 +24,9 @@ from typing import Any, Literal
 import torch
 
 from difflab.errors import check_choice, check_options
-from difflab.evaluation.elbo import elbo_terms
-from difflab.evaluation.flow import flow_nll
-from difflab.evaluation.quantization import bin_width, check_on_grid, dequantize
+from difflab.likelihood.elbo import elbo_terms
+from difflab.likelihood.flow import flow_nll
+from difflab.likelihood.quantization import bin_width, check_on_grid, dequantize
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers.denoiser import ModelFn
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from difflab.errors import ConfigError, check_choice
-from difflab.evaluation.time_proposal import check_t_min
+from difflab.likelihood.time_proposal import check_t_min
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import make_denoiser
 from difflab.samplers.denoiser import DenoiseFn, ModelFn

@@ -1,0 +1,32 @@
+"""Trained generative models: one protocol for every family, saved as one self-contained artefact.
+
+- ``GenerativeModel``: the protocol (``losses``, ``sample``, ``nll``, ``config``, fitted state);
+- ``DiffusionModel`` (denoiser + diagonal Gaussian process) and ``IHDMModel`` (inverse heat
+  dissipation), listed by name in ``FAMILIES``;
+- ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
+- ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
+  read-only command loads without the trainer.
+"""
+
+from difflab.models.artefact import FAMILIES, build_model, load_model, model_dir, resolve_checkpoint, save_model
+from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
+from difflab.models.conditioning import ClassLabels, Conditioning
+from difflab.models.diffusion import DiffusionModel
+from difflab.models.ihdm import IHDMModel
+
+__all__ = [
+    "FAMILIES",
+    "Batch",
+    "ClassLabels",
+    "Conditioning",
+    "DiffusionModel",
+    "GenerativeModel",
+    "IHDMModel",
+    "UnsupportedMetric",
+    "build_model",
+    "load_model",
+    "model_device",
+    "model_dir",
+    "resolve_checkpoint",
+    "save_model",
+]

@@ -1,0 +1,167 @@
+"""The protocol every trained generative model implements, and drawing samples from it.
+
+A ``GenerativeModel`` is an ``nn.Module`` holding its network(s), its fitted state and its
+config; everything that trains, samples, scores or saves a model goes through it:
+
+===================================  ==========================================================
+method                               what
+===================================  ==========================================================
+``param_groups()``                   {name: parameters}: one optimizer group each
+``losses(batch, generator)``         {name: per-example loss (B,)}; ``forward`` is the same, so
+                                     a DDP wrapper of the model syncs gradients
+``after_step()``                     hook after each optimizer step (EMA codebooks, ...)
+``fit(batches)``                     data-dependent state before training (a fitted prior ...)
+``sample(n, seed=, cond=, ...)``     images (n, C, H, W) in [-1, 1]; sample i depends on
+                                     (seed, i) only, not on the batch size (per-sample seeds)
+``nll(x, ...)``                      bits/dim per example, or ``UnsupportedMetric``
+``config()`` / ``state_dict()``      what ``save_model`` writes; ``fitted_state()`` besides
+===================================  ==========================================================
+
+A family subclasses ``GenerativeModel`` in its own module and is listed in
+``difflab.models.FAMILIES``; the trainer, the evaluation and the CLI know only this protocol.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from difflab.errors import ConfigError, DifflabError
+from difflab.models.conditioning import Conditioning, slice_cond
+from difflab.processes.noise import Generator, PerSampleGenerator
+from difflab.samplers import TunedGrids
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor] | None]  # (x0 (B, C, H, W) in [-1, 1], conditions)
+
+
+class UnsupportedMetric(DifflabError):
+    """A metric the model's family does not define (e.g. a likelihood of an implicit model)."""
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU when it has none)."""
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class of every trained generative model (see the module docstring)."""
+
+    family: ClassVar[str]
+    image_shape: tuple[int, ...]
+    conditioning: Conditioning
+    tuned_grids: TunedGrids | None = None  # sampler grids tuned to the weights (families with ODE samplers)
+
+    # --- training ----------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{group name: trainable parameters}; one group by default."""
+        return {"network": [p for p in self.parameters() if p.requires_grad]}
+
+    @abstractmethod
+    def losses(self, batch: Batch, generator: Generator) -> dict[str, torch.Tensor]:
+        """{name: per-example loss (B,)} of a training batch, random draws from ``generator``."""
+
+    def forward(self, batch: Batch, generator: Generator = None) -> dict[str, torch.Tensor]:
+        """``losses``: calling the model (or its DDP wrapper) computes the training losses."""
+        return self.losses(batch, generator)
+
+    def after_step(self) -> None:
+        """Called after every optimizer step; nothing by default."""
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit data-dependent state (before training); nothing by default."""
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether state that only data can give is missing (then ``sample`` cannot run)."""
+        return False
+
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        """Tensors fitted to data that are not parameters (saved beside the weights)."""
+        return {}
+
+    def load_fitted_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore ``fitted_state()`` tensors."""
+
+    fitted_description: ClassVar[str] = "state fitted to the training data"
+
+    # --- sampling ------------------------------------------------------------------------------
+    @abstractmethod
+    def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,
+             **options: Any) -> torch.Tensor:
+        """One batch of ``len(generator)`` images, every random draw from ``generator``."""
+
+    def sampling_protocol(self, **options: Any) -> dict[str, Any]:
+        """{"sampler", "steps", "grid", "nfe"} that ``sample(**options)`` uses, for reports."""
+        return {"sampler": "-", "steps": 1, "grid": "-", "nfe": 1}
+
+    @classmethod
+    def check_process(cls, process: Any) -> None:
+        """``ConfigError`` unless this family can use ``process`` (families without one ignore it)."""
+
+    tunable: ClassVar[bool] = False  # whether ``difflab tune`` can tune sampler grids of this family
+
+    @classmethod
+    def sampler_names(cls) -> list[str]:
+        """The sampler names ``sample(sampler=...)`` accepts."""
+        return ["auto"]
+
+    def sample_options(self) -> tuple[str, ...]:
+        """The option names ``sample`` accepts besides n, seed, cond, batch_size and device."""
+        return ()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        cond: dict[str, torch.Tensor] | None = None,
+        batch_size: int = 250,
+        device: torch.device | str | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """n images (n, C, H, W) in [-1, 1] on the CPU, drawn in batches of ``batch_size``.
+
+        Sample i gets its own generator seeded by (seed, i) (``PerSampleGenerator``), so it is
+        the same whatever the batch size, process count or order. ``cond`` holds n conditions
+        per input (class labels default to 0, 1, ..., K-1, 0, ...). ``options`` go to the
+        family's ``draw`` (sampler, steps, guidance ...). The model should be in eval mode.
+        """
+        if not isinstance(n, int) or n < 1 or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"n={n!r} and batch_size={batch_size!r} must be positive integers")
+        unknown = sorted(set(options) - set(self.sample_options()))
+        if unknown:
+            raise ConfigError(f"{self.family} models have no sampling option(s) {unknown}; "
+                              f"their options are: {list(self.sample_options())}")
+        device = torch.device(device) if device is not None else model_device(self)
+        cond = self.conditioning.resolve(n, cond)
+        out = []
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            generator = PerSampleGenerator(seed, range(start, stop), device)
+            x = self.draw(generator, slice_cond(cond, start, stop, device), device=device, **options)
+            out.append(x.detach().float().cpu())
+        return torch.cat(out)
+
+    # --- likelihood ----------------------------------------------------------------------------
+    def nll(self, x: torch.Tensor, **options: Any) -> torch.Tensor:
+        """-log p(x) in bits/dim per example (B,); ``UnsupportedMetric`` unless the family defines it."""
+        raise UnsupportedMetric(f"{self.family} models have no likelihood in difflab; "
+                                "evaluate sample metrics (fd, kid, is, precision, recall) instead")
+
+    has_likelihood: ClassVar[bool] = False  # whether ``nll`` is defined (else UnsupportedMetric)
+
+    # --- persistence ---------------------------------------------------------------------------
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-safe dict that ``from_config`` turns back into this model (with fresh weights)."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: dict[str, Any], *, seed: int | None = None) -> GenerativeModel:
+        """The model ``config`` describes; network weights initialised from ``seed``."""
