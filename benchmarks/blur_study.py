@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 import difflab
+from difflab.samplers import sample_heat
 from difflab.data import load_dataset
 from difflab.errors import DataError
 from difflab.evaluation.figures import forward_strip, make_grid
@@ -122,8 +123,8 @@ def draw_samples(model: nn.Module, process: DiagonalGaussianProcess, n: int, bud
     for start in range(0, n, 250):
         b = min(250, n - start)
         if isinstance(process, HeatDissipation):
-            x = difflab.sample(model, process, (b, *shape), sampler="ihdm", steps=process.K, generator=g,
-                               prior=prior, delta=budget.delta, device=budget.device)
+            x = sample_heat(model, process, (b, *shape), steps=process.K, generator=g, prior=prior,
+                            delta=budget.delta, device=budget.device)
         else:
             x = difflab.sample(model, process, (b, *shape), sampler="ancestral", steps=budget.sample_steps,
                                prediction=budget.prediction, generator=g, clip_x0=1.0, device=budget.device)

@@ -54,7 +54,7 @@ from difflab.samplers import SAMPLERS, auto_grid, make_denoiser, time_grid
 from difflab.samplers.api import AUTO_GRIDS, auto_sampler
 from difflab.samplers.grids import T_MIN, scalar_logsnr
 from difflab.samplers.tuning import TUNED_T_MIN, TunedGrid
-from difflab.training.tuned_grids import TUNE_BATCH
+from difflab.models.tuning import TUNE_BATCH
 
 SIZE = 32
 V_MAX, V_MIN = 1.0, 1e-3
@@ -380,14 +380,12 @@ class TrainedRun:
     @classmethod
     def load(cls, run: Path, num_rmse: int) -> TrainedRun:
         from difflab.data import load_dataset
-        from difflab.training import load_checkpoint
 
-        ckpt = load_checkpoint(run)
-        image_shape = tuple(ckpt.training_state["image_shape"])
+        model = difflab.load_model(run)
+        image_shape = model.image_shape
         noise = torch.randn((num_rmse, *image_shape), generator=torch.Generator().manual_seed(RMSE_SEED))
-        return cls(ckpt.ema_model.eval(), ckpt.process, ckpt.config.objective.prediction,
-                   ckpt.config.network.get("num_classes"), image_shape,
-                   load_dataset(ckpt.config.data.name, split="test"), noise)
+        return cls(model.network, model.process, model.prediction, model.conditioning.num_classes, image_shape,
+                   load_dataset(model.artefact["metadata"]["data"]["name"], split="test"), noise)
 
     def cond(self, n: int) -> dict[str, torch.Tensor] | None:
         return None if self.num_classes is None else {"class_labels": torch.arange(n) % self.num_classes}

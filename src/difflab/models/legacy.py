@@ -70,6 +70,16 @@ def _model_config(raw: dict[str, Any], image_shape: list[int]) -> dict[str, Any]
     }
 
 
+def _migrate_config(raw: dict[str, Any], samplers: list[str]) -> dict[str, Any]:
+    """The earlier ``config.yaml`` for this difflab: ``run.eval`` sampled with DDIM, 50 steps, by
+    default, which IHDM runs cannot use (they could not be evaluated at all); such a sampler becomes
+    null, i.e. the run's ``run.sample`` one."""
+    evaluation = raw.get("run", {}).get("eval", {})
+    if evaluation.get("sampler") not in (None, *samplers):
+        evaluation["sampler"] = evaluation["steps"] = None
+    return raw
+
+
 def convert_checkpoint(path: str | os.PathLike, *, prior: str | os.PathLike | None = None) -> Path:
     """Rewrite the earlier-layout checkpoint at ``path`` (or a run's latest) in place; returns it.
 
@@ -97,10 +107,12 @@ def convert_checkpoint(path: str | os.PathLike, *, prior: str | os.PathLike | No
     write_model(tmp / MODEL_DIR, model, ema, {"step": manifest.get("step"), "data": raw.get("data", {}),
                                                "converted_from": LEGACY_FORMAT})
     (tmp / TRAIN_STATE_DIR).mkdir()
-    for name in STATE_FILES:
+    for name in ("state.safetensors", "state.json"):
         shutil.copy2(folder / name, tmp / TRAIN_STATE_DIR / name)
+    text = yaml.safe_dump(_migrate_config(raw, type(model).sampler_names()), sort_keys=False)
+    (tmp / TRAIN_STATE_DIR / "config.yaml").write_text(text, encoding="utf-8")
     write_manifest(tmp / TRAIN_STATE_DIR, list(STATE_FILES), step=manifest.get("step"))
-    _carry_weights(folder, tmp / MODEL_DIR)
+    _carry_tuned_grids(folder, tmp / MODEL_DIR)
     fsync(tmp)
     old = folder.parent / f".old-{folder.name}-{os.getpid()}"
     os.replace(folder, old)
@@ -109,15 +121,17 @@ def convert_checkpoint(path: str | os.PathLike, *, prior: str | os.PathLike | No
     return folder
 
 
-def _carry_weights(old: Path, model_dir: Path) -> None:
-    """Put the old weight files in place byte for byte (so ``tuned_grids.json``, keyed by their
-    sha256, stays valid) and re-list the model's files."""
+def _carry_tuned_grids(old: Path, model_dir: Path) -> None:
+    """Keep ``tuned_grids.json``: the weights are the same tensors in a new file, so the grids still
+    apply; they are re-keyed from the old file's sha256 to the new one's."""
+    if not (old / TUNED_GRIDS).is_file():
+        return
+    payload = json.loads((old / TUNED_GRIDS).read_text(encoding="utf-8"))
     for ema in (False, True):
-        shutil.copy2(old / ("ema.safetensors" if ema else "model.safetensors"), model_dir / WEIGHTS[ema])
-    if (old / TUNED_GRIDS).is_file():
-        shutil.copy2(old / TUNED_GRIDS, model_dir / TUNED_GRIDS)
-    listed = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))["files"]
-    write_manifest(model_dir, sorted(listed))
+        if payload.get("weights_sha256") == sha256(old / ("ema.safetensors" if ema else "model.safetensors")):
+            payload["weights_sha256"] = sha256(model_dir / WEIGHTS[ema])
+            (model_dir / TUNED_GRIDS).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+            return
 
 
 __all__ = ["convert_checkpoint"]

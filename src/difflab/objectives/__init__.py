@@ -1,6 +1,6 @@
 """Objectives: loss = weighting x prediction error, and training-time sampling."""
 
-from difflab.objectives.heat import heat_loss, levels_from_times, predict_less_blurred, process_loss, sample_levels
+from difflab.objectives.heat import heat_loss, levels_from_times, predict_less_blurred, sample_levels
 from difflab.objectives.ldae import LDAE_SPACES, LDAESpace, dae_weight, ldae_loss
 from difflab.objectives.losses import (
     TIME_SAMPLINGS,
@@ -26,7 +26,6 @@ __all__ = [
     "levels_from_times",
     "loss_weight",
     "predict_less_blurred",
-    "process_loss",
     "sample_levels",
     "sample_times",
 ]

@@ -17,10 +17,7 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError
-from difflab.objectives.losses import diffusion_loss
-from difflab.processes import DiagonalGaussianProcess, HeatDissipation
-
-HEAT_OPTIONS = ("t", "noise", "generator", "cond")  # diffusion_loss options that heat_loss shares
+from difflab.processes import HeatDissipation
 
 
 def predict_less_blurred(
@@ -76,11 +73,3 @@ def heat_loss(
     # 2. Residual prediction and unweighted squared error per example.
     pred = predict_less_blurred(model, z_k, t, cond)
     return ((pred - target) ** 2).flatten(1).mean(1)
-
-
-def process_loss(model: Any, process: DiagonalGaussianProcess, x0: torch.Tensor, **options: Any) -> torch.Tensor:
-    """The training objective of ``process``, per example (B,): ``diffusion_loss(**options)``, or
-    IHDM's ``heat_loss`` for a heat process, to which only t, noise, generator and cond apply."""
-    if isinstance(process, HeatDissipation):
-        return heat_loss(model, process, x0, **{k: v for k, v in options.items() if k in HEAT_OPTIONS})
-    return diffusion_loss(model, process, x0, **options)

@@ -16,14 +16,27 @@ import torch
 
 from difflab.errors import ConfigError
 
-INDEX_BITS = 32  # sample seeds are (seed << 32) + index: distinct for every (seed, index) pair
+MASK32 = 0xFFFFFFFF  # the CPU generator (MT19937) keeps 32 bits of a seed
+
+
+def _fmix32(x: int) -> int:
+    """MurmurHash3's 32-bit finalizer: a bijection of [0, 2**32) that scrambles nearby inputs."""
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & MASK32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & MASK32
+    return x ^ (x >> 16)
 
 
 def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample ``index`` of a draw seeded with ``seed`` (both >= 0, index < 2**32)."""
-    if not (0 <= seed < 2 ** (63 - INDEX_BITS) and 0 <= index < 2**INDEX_BITS):
-        raise ConfigError(f"seed={seed} must be in [0, 2**31) and sample index={index} in [0, 2**32)")
-    return (seed << INDEX_BITS) + index
+    """The 32-bit seed of sample ``index`` of a draw seeded with ``seed``.
+
+    ``fmix32((fmix32(seed) + index) mod 2**32)``: for one ``seed`` distinct indices (< 2**32) get
+    distinct seeds, and neither neighbouring indices nor neighbouring seeds get related streams.
+    """
+    if not (0 <= seed < 2**63 and 0 <= index <= MASK32):
+        raise ConfigError(f"seed={seed} must be in [0, 2**63) and sample index={index} in [0, 2**32)")
+    return _fmix32((_fmix32(seed & MASK32 ^ (seed >> 32)) + index) & MASK32)
 
 
 class PerSampleGenerator:

@@ -89,14 +89,12 @@ def class_labels(
     classes: int | Sequence[int] | range | torch.Tensor,
     batch: int,
     null_label: int,
-    *,
-    shuffle_seed: int | None = None,
 ) -> torch.Tensor:
     """Labels (B,) int64: one class for all, or a sequence repeated to fill the batch.
 
     The one label builder of difflab: ``range(K)`` gives 0, 1, ..., K-1, 0, ... (one class per
-    column of a K-wide grid; every class equally often, up to one); ``shuffle_seed`` then puts
-    them in a random order drawn from that seed (balanced random labels for evaluation).
+    column of a K-wide grid, every class equally often up to one), the default of sampling,
+    evaluation and grid tuning (``difflab.models.Conditioning``).
     """
     labels = torch.as_tensor(list(classes) if isinstance(classes, range) else classes, dtype=torch.long).reshape(-1)
     if labels.numel() == 0:
@@ -105,7 +103,4 @@ def class_labels(
         raise ConfigError(
             f"class labels must lie in [0, {null_label - 1}] ({null_label} is the null label); got {labels.tolist()}"
         )
-    labels = labels.repeat(-(-batch // labels.numel()))[:batch]
-    if shuffle_seed is not None:
-        labels = labels[torch.randperm(batch, generator=torch.Generator().manual_seed(shuffle_seed))]
-    return labels
+    return labels.repeat(-(-batch // labels.numel()))[:batch]

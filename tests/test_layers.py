@@ -1,0 +1,86 @@
+"""The layer order of ``src/difflab`` holds, and read-only commands never import the trainer."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import train_tiny_run
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
+LAYERS = ("errors", "data", "processes", "nn", "objectives", "samplers", "likelihood", "models", "evaluation",
+          "training", "cli")  # each may import only itself and layers to its left
+
+
+def layer_of(module: str) -> str | None:
+    """'difflab.models.base' -> 'models'; None for the package root and non-difflab modules."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "difflab" and len(parts) > 1 else None
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every difflab import in a file, at module level or inside functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names
+                                                       if node.module == "difflab"]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+    return [(line, m) for line, m in found if m.startswith("difflab.")]
+
+
+def test_every_source_file_belongs_to_a_layer():
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in SRC.glob("*.py") if p.name != "__init__.py"}
+    assert packages | modules == set(LAYERS)
+
+
+def test_no_module_imports_a_layer_to_its_right():
+    violations = []
+    for path in SRC.rglob("*.py"):
+        own = path.relative_to(SRC).parts[0].removesuffix(".py")
+        if own == "__init__":  # the package root re-exports the public API
+            continue
+        for line, module in imports_of(path):
+            target = layer_of(module)
+            if target in LAYERS and LAYERS.index(target) > LAYERS.index(own):
+                violations.append(f"{path.relative_to(SRC)}:{line} ({own}) imports {module} ({target})")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("def f():\n    from difflab.training.trainer import Trainer\n")
+    assert imports_of(bad) == [(2, "difflab.training.trainer")]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("layers") / "run")
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "--num", "2", "--steps", "2"],
+    ["eval", "--metrics", "fd", "--num", "8", "--steps", "2"],
+    ["tune", "--steps", "3", "--max-evals", "2"],
+    ["probe", "--n-train", "200", "--n-test", "50", "--no-baselines"],
+])
+def test_read_only_commands_do_not_import_the_trainer(run, tmp_path, argv):
+    command = [*argv, "--checkpoint", str(run)]
+    if argv[0] in ("sample", "eval"):
+        command += ["--out", str(tmp_path / ("x.png" if argv[0] == "sample" else "eval"))]
+    if argv[0] == "eval":
+        command += ["--cache-dir", str(tmp_path / "cache")]
+    script = ("import json, sys\nfrom difflab.cli.main import main\ncode = main(json.loads(sys.argv[1]))\n"
+              "print(json.dumps([code, sorted(m for m in sys.modules if m.startswith('difflab.training'))]))")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(command)], capture_output=True, text=True,
+                          check=True)
+    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 0, done.stderr
+    assert loaded == []
