@@ -26,9 +26,15 @@ def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """Reference features shared by the tests (one extraction per dataset)."""
+    return tmp_path_factory.mktemp("reference-cache")
+
+
 @pytest.mark.parametrize("config", CONFIGS)
-def test_train_sample_eval(config, tmp_path, capsys):
-    out, cache = tmp_path / "run", tmp_path / "cache"
+def test_train_sample_eval(config, tmp_path, cache, capsys):
+    out = tmp_path / "run"
     assert main(["train", "--config", config, *TINY_NET, *EXTRA.get(config, []), "run.sample.steps=3"
                  if config not in EXTRA else "run.sample_every=0", f"run.out_dir={out}"]) == 0
     assert main(["sample", "--checkpoint", str(out), "--num", "3", "--out", str(tmp_path / "s.png")]) == 0
@@ -51,10 +57,10 @@ def test_train_sample_eval(config, tmp_path, capsys):
         assert row["nll"] > 0
 
 
-def test_ihdm_trains_with_periodic_evaluation(tmp_path):
+def test_ihdm_trains_with_periodic_evaluation(tmp_path, cache):
     out = tmp_path / "run"
     assert main(["train", "--config", "mnist-ihdm", *TINY_NET, *EXTRA["mnist-ihdm"], "run.eval_every=2",
-                 "run.eval.num_samples=10", f"run.eval.cache_dir={tmp_path / 'cache'}", f"run.out_dir={out}"]) == 0
+                 "run.eval.num_samples=10", f"run.eval.cache_dir={cache}", f"run.out_dir={out}"]) == 0
     (line,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert line["step"] == 2 and line["eval"]["fd"] > 0 and "ihdm 5 steps" in line["protocol"]
 

@@ -65,22 +65,29 @@ def run(tmp_path_factory) -> Path:
     return train_tiny_run(tmp_path_factory.mktemp("layers") / "run")
 
 
-@pytest.mark.parametrize("argv", [
-    ["sample", "--num", "2", "--steps", "2"],
-    ["eval", "--metrics", "fd", "--num", "8", "--steps", "2"],
-    ["tune", "--steps", "3", "--max-evals", "2"],
+READ_ONLY = [
+    ["sample", "--num", "2", "--steps", "2", "--out", "{tmp}/x.png"],
+    ["eval", "--metrics", "fd", "--num", "8", "--steps", "2", "--out", "{tmp}/eval", "--cache-dir", "{tmp}/cache"],
+    ["tune", "--steps", "3", "--max-evals", "1"],
     ["probe", "--n-train", "200", "--n-test", "50", "--no-baselines"],
-])
-def test_read_only_commands_do_not_import_the_trainer(run, tmp_path, argv):
-    command = [*argv, "--checkpoint", str(run)]
-    if argv[0] in ("sample", "eval"):
-        command += ["--out", str(tmp_path / ("x.png" if argv[0] == "sample" else "eval"))]
-    if argv[0] == "eval":
-        command += ["--cache-dir", str(tmp_path / "cache")]
-    script = ("import json, sys\nfrom difflab.cli.main import main\ncode = main(json.loads(sys.argv[1]))\n"
-              "print(json.dumps([code, sorted(m for m in sys.modules if m.startswith('difflab.training'))]))")
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(command)], capture_output=True, text=True,
+]
+SCRIPT = """
+import json, sys
+from difflab.cli.main import main
+report = []
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    report.append([argv[0], code, sorted(m for m in sys.modules if m.startswith("difflab.training"))])
+print(json.dumps(report))
+"""
+
+
+def test_read_only_commands_do_not_import_the_trainer(run, tmp_path):
+    """All four commands in one fresh interpreter; after each, no ``difflab.training`` module is loaded."""
+    commands = [[a.format(tmp=tmp_path) for a in argv] + ["--checkpoint", str(run)] for argv in READ_ONLY]
+    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(commands)], capture_output=True, text=True,
                           check=True)
-    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert code == 0, done.stderr
-    assert loaded == []
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r[0] for r in report] == ["sample", "eval", "tune", "probe"]
+    assert all(code == 0 for _, code, _ in report), done.stderr
+    assert all(loaded == [] for _, _, loaded in report), report
