@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         cond = {"class_labels": class_labels(args.classes, num, model.conditioning.num_classes)}
     options = {"sampler": args.sampler, "steps": args.steps, "grid": args.grid, "eta": args.eta,
                "clip_x0": args.clip_x0, "guidance": args.guidance}
-    options = {k: v for k, v in options.items() if v is not None and k in model.sample_options()}
+    options = {k: v for k, v in options.items() if v is not None}  # the family rejects what it does not take
     how = model.sampling_protocol(**options)  # checks the options before anything is drawn or written
     x = model.sample(num, seed=args.seed, cond=cond, device=device, **options)
     labels = model.conditioning.resolve(num, cond)
