@@ -67,6 +67,8 @@ def test_train_sample_eval(config, tmp_path, cache, mnist_present, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "'nll' is not defined for ihdm models" in err
         assert not (tmp_path / "nll").exists()
+        assert main(["tune", "--checkpoint", str(out), "--steps", "3"]) == 2  # no ODE grids to tune
+        assert "ihdm models do not sample on ODE grids" in capsys.readouterr().err
     else:
         assert main(nll) == 0
         (row,) = json.loads((tmp_path / "nll" / "eval.json").read_text())["rows"]
