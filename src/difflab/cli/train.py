@@ -99,7 +99,7 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
         return (f"difflab train: stopped by {summary['interrupted']} at step {summary['steps']}; checkpoint saved "
                 f"to {summary['checkpoint']}\nresume with: difflab train {config}--resume "
                 f"{shlex.quote(summary['out_dir'])}{extra}")
-    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4g}"  # IHDM losses are ~1e-5
     tuned = "".join(f"\ntuned the {g.sampler} grid for {g.steps} steps in {seconds:.0f} s: relative MSE to the "
                     f"converged ODE solution {g.rel_mse_start:.2e} -> {g.rel_mse:.2e}"
                     for g, seconds in summary.get("tuned_grids", []))
