@@ -72,6 +72,14 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a missing, undecodable or malformed file is a one-line ``CheckpointError``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is missing or unreadable: {err}") from None
+
+
 def write_manifest(folder: Path, names: list[str], **extra: Any) -> None:
     """``manifest.json`` listing size and sha256 of ``names`` in ``folder``; every file flushed."""
     files = {n: {"size": (folder / n).stat().st_size, "sha256": sha256(folder / n)} for n in names}
@@ -83,10 +91,7 @@ def write_manifest(folder: Path, names: list[str], **extra: Any) -> None:
 
 def verify_manifest(folder: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The manifest of ``folder`` after checking each listed file's size and sha256."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{folder / MANIFEST} is missing or unreadable: {err}") from None
+    manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise CheckpointError(f"{folder / MANIFEST} is not a {FORMAT} manifest")
     if manifest.get("version") != FORMAT_VERSION:
@@ -232,10 +237,7 @@ def model_dir(path: str | os.PathLike) -> Path:
 # --- reading -------------------------------------------------------------------------------------
 def read_model_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a model directory (format checked)."""
-    try:
-        record = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{folder / CONFIG} is missing or unreadable: {err}") from None
+    record = read_json(folder / CONFIG)
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("config"), dict):
         raise CheckpointError(f"{folder / CONFIG} is not a {FORMAT} config")
     return record

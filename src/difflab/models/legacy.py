@@ -30,6 +30,7 @@ from difflab.models.artefact import (
     build_model,
     fsync,
     load_weights,
+    read_json,
     resolve_checkpoint,
     sha256,
     write_manifest,
@@ -43,10 +44,7 @@ STATE_FILES = ("config.yaml", "state.safetensors", "state.json")
 
 
 def _verify_legacy(folder: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder / MANIFEST} is missing or unreadable: {err}") from None
+    manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != LEGACY_FORMAT or manifest.get("version") != 1:
         raise CheckpointError(f"{folder} is not a checkpoint of the earlier layout ({LEGACY_FORMAT} version 1)")
     for name in LEGACY_FILES:
