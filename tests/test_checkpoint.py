@@ -10,7 +10,12 @@ import torch
 from difflab.errors import CheckpointError
 from difflab.models import build_model
 from difflab.models.artefact import verify_manifest
-from difflab.training import check_compatible, load_checkpoint, load_config, save_checkpoint
+from difflab.training import (
+    check_compatible,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+)
 from difflab.training.build import model_config
 from difflab.training.checkpoint import (
     STATE_FILES,

@@ -13,7 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from difflab.data import DataConfig, ResumableBatchSampler, levels_to_signed, load_dataset, random_hflip
+from difflab.data import (
+    DataConfig,
+    ResumableBatchSampler,
+    levels_to_signed,
+    load_dataset,
+    random_hflip,
+)
 from difflab.data.cifar import read_batch
 from difflab.data.digits import split_indices
 from difflab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, write_idx

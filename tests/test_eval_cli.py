@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_tiny_run
 from PIL import Image
 
-from conftest import train_tiny_run
 from difflab.cli.main import main
 from difflab.data import load_dataset
 from difflab.errors import ConfigError

@@ -9,7 +9,11 @@ import torch
 
 import difflab
 from difflab.errors import ConfigError
-from difflab.processes import BlurringDiffusion, DiagonalGaussianProcess, GaussianDiffusion
+from difflab.processes import (
+    BlurringDiffusion,
+    DiagonalGaussianProcess,
+    GaussianDiffusion,
+)
 from difflab.processes.analytic import GaussianData
 from difflab.samplers import SAMPLERS, auto_grid, auto_sampler, make_denoiser, time_grid
 from difflab.samplers.grids import KARRAS_RHO, scalar_logsnr, time_from_logsnr

@@ -12,8 +12,8 @@ import torch
 
 import difflab
 from difflab.errors import CheckpointError, ConfigError, DataError
-from difflab.objectives import heat_loss, levels_from_times
 from difflab.models import IHDMModel
+from difflab.objectives import heat_loss, levels_from_times
 from difflab.processes import HeatDissipation, HeatPrior, build_process, fit_heat_prior
 from difflab.samplers import sample_heat
 
@@ -208,7 +208,7 @@ def test_heat_loss_target_and_levels() -> None:
     # Times map to levels k = ceil(t K): uniform t in (0, 1] gives uniform k in 1..K.
     t = torch.tensor([1e-9, 0.125, 0.13, 1.0], dtype=torch.float64)
     torch.testing.assert_close(levels_from_times(t, 8), torch.tensor([1, 1, 2, 8]))
-    zero = lambda z, t: torch.zeros_like(z)  # noqa: E731
+    zero = lambda z, t: torch.zeros_like(z)
     torch.testing.assert_close(heat_loss(zero, process, x0[:4], t=t, noise=noise[:4]),
                                heat_loss(zero, process, x0[:4], k=torch.tensor([1, 1, 2, 8]), noise=noise[:4]))
     with pytest.raises(ConfigError, match="'heat' process"):
@@ -252,7 +252,7 @@ def test_ihdm_sampler_inverts_heat_flow() -> None:
 def test_ihdm_sampler_noise_and_errors() -> None:
     process = HeatDissipation(K=5, sigma_blur_max=2.0)
     prior = fit_heat_prior(process, smooth_images(20, seed=13))
-    identity = lambda z, t: torch.zeros_like(z)  # noqa: E731
+    identity = lambda z, t: torch.zeros_like(z)
     shape = (2, 1, H, W)
     g = torch.Generator().manual_seed(14)
     x = sample_heat(identity, process, shape, steps=5, generator=g, prior=prior, delta=0.1, dtype=torch.float64)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import train_tiny_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"

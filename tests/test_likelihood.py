@@ -21,8 +21,16 @@ import torch.nn.functional as F
 import difflab
 from difflab.errors import ConfigError, DataError
 from difflab.likelihood.elbo import elbo_terms
-from difflab.likelihood.quantization import bin_width, discretized_gaussian_log_prob, log_normal_cdf_diff
-from difflab.processes import BlurringDiffusion, DiagonalGaussianProcess, GaussianDiffusion
+from difflab.likelihood.quantization import (
+    bin_width,
+    discretized_gaussian_log_prob,
+    log_normal_cdf_diff,
+)
+from difflab.processes import (
+    BlurringDiffusion,
+    DiagonalGaussianProcess,
+    GaussianDiffusion,
+)
 from difflab.processes.analytic import GaussianData
 
 SHAPE = (1, 2, 2)

@@ -13,9 +13,20 @@ import torch
 from difflab.data import load_dataset
 from difflab.errors import ConfigError, DataError
 from difflab.evaluation import quality
-from difflab.evaluation.classifier import accuracy, asset_path, load_classifier, read_metadata
+from difflab.evaluation.classifier import (
+    accuracy,
+    asset_path,
+    load_classifier,
+    read_metadata,
+)
 from difflab.evaluation.features import extract, make_extractor
-from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
+from difflab.evaluation.quality import (
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    reference_features,
+)
+
 
 def with_moments(n: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:
     """n points (n, d) whose sample mean and (n-1)-normalised covariance are exactly mean, cov."""

@@ -12,7 +12,13 @@ import torch
 import difflab
 from difflab.data import load_dataset
 from difflab.errors import CheckpointError, ConfigError
-from difflab.models import Conditioning, DiffusionModel, IHDMModel, load_model, save_model
+from difflab.models import (
+    Conditioning,
+    DiffusionModel,
+    IHDMModel,
+    load_model,
+    save_model,
+)
 from difflab.nn import build_network
 from difflab.processes import HeatDissipation
 from difflab.processes.noise import PerSampleGenerator, sample_seed

@@ -5,7 +5,12 @@ import torch
 
 from difflab.errors import ConfigError
 from difflab.objectives import diffusion_loss, sample_times
-from difflab.processes import BlurringDiffusion, GaussianDiffusion, make_target, split_prediction
+from difflab.processes import (
+    BlurringDiffusion,
+    GaussianDiffusion,
+    make_target,
+    split_prediction,
+)
 
 
 def _views(process, kind):

@@ -9,7 +9,7 @@ CHEAPER = {"range(100)": "range(3)", 'prediction="eps")  # auto sampler': 'predi
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
     assert len(blocks) >= 2, "README lost its python examples"
     code = "\n".join(blocks)
     for old, new in CHEAPER.items():

@@ -11,11 +11,11 @@ import torch
 
 from difflab.cli.main import main
 from difflab.errors import CheckpointError
-from difflab.models import build_model
 from difflab.models import artefact as artefact_module
+from difflab.models import build_model
 from difflab.models.artefact import verify_manifest
-from difflab.training import load_checkpoint, load_config
 from difflab.training import checkpoint as ckpt_module
+from difflab.training import load_checkpoint, load_config
 from difflab.training.build import model_config
 from difflab.training.checkpoint import save_run_checkpoint
 

@@ -11,7 +11,7 @@ import torch
 
 from difflab.cli.main import main
 from difflab.training import NonFiniteError, Trainer, load_checkpoint, load_config
-from difflab.training.trainer import make_accelerator
+from difflab.training.device import make_accelerator
 
 TINY = ["network.base_channels=16", "optim.batch_size=16", "optim.warmup_steps=1", "run.log_every=1",
         "run.progress=false", "run.sample.steps=2", "run.sample.num=4", "run.checkpoint_every=2"]

@@ -290,7 +290,7 @@ def test_periodic_eval_logs_plots_and_leaves_training_unchanged(tmp_path):
 
 
 def test_inference_restores_the_mode_and_the_global_rng():
-    from difflab.training.trainer import inference
+    from difflab.training.device import inference
 
     net = torch.nn.Dropout(0.5).train()
     state = torch.get_rng_state()

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_RUN, train_tiny_run
+
 from difflab.cli.main import main
 from difflab.models import load_model
-from difflab.models import model_dir as resolve_checkpoint  # the model directory, where tuned_grids.json lives
+from difflab.models import (
+    model_dir as resolve_checkpoint,  # the model directory, where tuned_grids.json lives
+)
 
 FILENAME = "tuned_grids.json"
 

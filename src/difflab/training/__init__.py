@@ -25,23 +25,27 @@ from difflab.training.config import (
     shipped_configs,
 )
 from difflab.training.ema import EMA
-from difflab.training.trainer import NonFiniteError, Trainer, learning_rate
+from difflab.training.nonfinite import NonFiniteError
+from difflab.training.schedule import TimeBudget, learning_rate, parse_duration
+from difflab.training.trainer import Trainer
 
 __all__ = [
     "EMA",
     "Checkpoint",
-    "NonFiniteError",
     "ModelConfig",
+    "NonFiniteError",
     "ObjectiveConfig",
     "OptimConfig",
     "RunConfig",
     "SampleConfig",
+    "TimeBudget",
     "TrainConfig",
     "Trainer",
     "check_compatible",
     "learning_rate",
     "load_checkpoint",
     "load_config",
+    "parse_duration",
     "resolve_checkpoint",
     "save_checkpoint",
     "shipped_configs",

@@ -51,8 +51,15 @@ from difflab.training.state import flatten, unflatten
 
 STATE_FILES = ("config.yaml", "state.safetensors", "state.json")
 
-__all__ = ["Checkpoint", "check_compatible", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
-           "save_run_checkpoint", "read_config"]
+__all__ = [
+    "Checkpoint",
+    "check_compatible",
+    "load_checkpoint",
+    "read_config",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "save_run_checkpoint",
+]
 
 
 @dataclass

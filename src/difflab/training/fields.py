@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union
 from difflab.errors import ConfigError, check_choice
 
 T = TypeVar("T")
+MAX_SEED = 2**31 - 1  # per-rank generators use seed + rank; the data sampler needs seed < 2**32
 
 
 def dataclass_from_dict(cls: type[T], values: Any, section: str) -> T:

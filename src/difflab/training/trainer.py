@@ -1,5 +1,12 @@
 """``Trainer``: step-based training of any ``difflab.models`` family on HuggingFace Accelerate.
 
+A run lasts ``optim.steps`` updates or ``optim.time_budget`` of training time
+(``difflab.training.schedule``: the step count is estimated once from the first steps and
+stored, so the LR decay and the EMA length fit the run). Speed switches
+(``optim.mixed_precision``, ``run.channels_last``, ``run.compile``) resolve per device
+(``difflab.training.device``); a step has no host-device sync unless ``run.on_nonfinite`` is
+"skip" (``difflab.training.nonfinite``).
+
 One step: take this rank's slice of the global batch (``ResumableBatchSampler``), ask the
 model for its losses (``model.losses(batch, generator)``: the family draws its times, noise
 and condition drops from the rank's generator; no formula lives here), back-propagate their
@@ -29,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +45,13 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
-from difflab.errors import CheckpointError, ConfigError, DifflabError
+from difflab.errors import CheckpointError, ConfigError
 from difflab.evaluation.figures import save_image_grid
 from difflab.models import GenerativeModel
 from difflab.models.artefact import MODEL_DIR
 from difflab.models.tuning import tune_model_grids
+from difflab.nn.speed import resolve_channels_last
+from difflab.samplers import TunedGrid
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
     Checkpoint,
@@ -54,52 +63,22 @@ from difflab.training.checkpoint import (
     step_dir_name,
 )
 from difflab.training.config import TrainConfig
+from difflab.training.device import SpeedSettings, inference, make_accelerator, speed_up
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_curve
+from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
 from difflab.training.periodic_eval import PeriodicEvaluator
+from difflab.training.schedule import (
+    DEFAULT_EMA_LENGTH,
+    TimeBudget,
+    ema_decay_for,
+    format_duration,
+    learning_rate,
+    resolve_decay,
+)
 from difflab.training.signals import StopRequest
-from difflab.samplers import TunedGrid
 
-
-class NonFiniteError(DifflabError):
-    """The loss or gradient became NaN/Inf (with ``run.on_nonfinite: stop``)."""
-
-
-def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
-    """Linear warm-up: lr * min(1, (step + 1) / warmup_steps) for the update at ``step`` (0-based)."""
-    if warmup_steps <= 0:
-        return lr
-    return lr * min(1.0, (step + 1) / warmup_steps)
-
-
-def has_gpu() -> bool:
-    """Whether torch sees a CUDA, MPS or XPU device."""
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
-
-
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    """An ``Accelerator``; fp16 without a GPU falls back to fp32 (with a warning).
-
-    Without a GPU the accelerator is told ``cpu=True``, so processes started by
-    ``accelerate launch --multi_gpu`` or ``torchrun`` form a gloo (multi-CPU) group.
-    """
-    if mixed_precision == "fp16" and not has_gpu():
-        warnings.warn("optim.mixed_precision='fp16' needs a GPU; training in fp32 on the CPU", stacklevel=2)
-        mixed_precision = "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not has_gpu())
-
-
-@contextlib.contextmanager
-def inference(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
-    """``model`` in eval mode under ``torch.no_grad``, with its train/eval mode and the global
-    RNG (CPU, and ``device`` if CUDA) restored afterwards: sampling leaves training untouched."""
-    was_training = model.training
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            yield model.eval()
-    finally:
-        model.train(was_training)
+__all__ = ["NonFiniteError", "Trainer"]
 
 
 class Trainer:
@@ -112,9 +91,11 @@ class Trainer:
             starts afresh otherwise; None starts afresh (and refuses an out_dir that already
             holds checkpoints, so a run is never overwritten by accident).
         accelerator: an existing ``Accelerator`` (default: ``make_accelerator``).
+        clock: seconds from any origin, for ``optim.time_budget`` (default
+            ``time.perf_counter``; tests inject a fake clock).
 
     Nothing is written until ``train()``; all validation (config, data, network fit,
-    checkpoint compatibility) happens here.
+    checkpoint compatibility) and compilation (``run.compile``) happen here.
     """
 
     def __init__(
@@ -123,6 +104,7 @@ class Trainer:
         *,
         resume: str | os.PathLike | None = None,
         accelerator: Accelerator | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(config.run.out_dir)
@@ -136,12 +118,17 @@ class Trainer:
             num_replicas=acc.num_processes, rank=acc.process_index,
         )
         self.step = 0
-        self.window = {"loss_sum": 0.0, "count": 0}  # loss since the last metrics line
+        self.window = {"loss_sum": torch.zeros((), device=acc.device), "count": 0}  # loss since the last log line
         self.skipped = 0
         self.last_loss: float | None = None
-        self.last_grad_norm: float | None = None
+        self.last_grad_norm: torch.Tensor | float | None = None
         self.checkpoint: Path | None = None
         self._rng_to_restore: dict[str, torch.Tensor] | None = None
+        self.watch = NonFiniteWatch(acc.device)
+        self.budget = None if optim.time_budget is None else TimeBudget(optim.budget_seconds or 0.0)
+        if self.budget is not None and clock is not None:
+            self.budget.clock = clock
+        self.lr_decay = resolve_decay(optim.lr_decay, budgeted=self.budget is not None)
         checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
         if checkpoint is not None:
             check_compatible(checkpoint.config, config, checkpoint.path)
@@ -150,6 +137,9 @@ class Trainer:
         else:
             model.fit(self.dataset.images.split(1024))  # data-dependent state (IHDM's prior); most have none
         self.ema = EMA(model, optim.ema_decay, warmup=optim.ema_warmup)
+        model.to(acc.device)
+        self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
+        self.speed = self._speed_up(model)
         groups = [{"params": params, "name": name} for name, params in model.param_groups().items()]
         optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -161,10 +151,44 @@ class Trainer:
             except (KeyError, TypeError, IndexError, AttributeError) as err:
                 raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
                                       f"{err}); it can be sampled from but not resumed") from None
+        self._set_ema_length()
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.evaluator = PeriodicEvaluator(config) if config.run.eval_every else None
 
     # --- set-up ----------------------------------------------------------------------------
+    def _speed_up(self, model: GenerativeModel) -> SpeedSettings:
+        """channels_last and ``torch.compile`` per ``run``; compilation is probed on one batch
+        (forward and backward, no update, on its own random streams) so failures show now."""
+        run, acc = self.config.run, self.accelerator
+
+        def probe() -> None:
+            indices = torch.arange(self.config.optim.batch_size // acc.num_processes) % len(self.dataset)
+            with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), acc.autocast():
+                losses = model.losses(self._batch(indices, model), torch.Generator(acc.device).manual_seed(0))
+                sum(v.float().mean() for v in losses.values()).backward()
+            model.zero_grad(set_to_none=True)
+
+        return speed_up(model, precision=acc.mixed_precision, channels_last=self.channels_last,
+                        compile_networks=run.compile, probe=probe)
+
+    def _set_ema_length(self) -> None:
+        """Cap the EMA's length at ``optim.ema_length`` of the run once its step count is known."""
+        optim = self.config.optim
+        length = optim.ema_length if optim.ema_length is not None or self.budget is None else DEFAULT_EMA_LENGTH
+        total = self.total_steps
+        if length is not None and total is not None:
+            self.ema.decay = ema_decay_for(total, optim.ema_decay, length)
+
+    @property
+    def total_steps(self) -> int | None:
+        """The run's step count: ``optim.steps``, or the budget's estimate (None before it)."""
+        return self.config.optim.steps if self.budget is None else self.budget.total_steps
+
+    def learning_rate(self, step: int) -> float:
+        """The LR of the update at ``step`` (0-based)."""
+        o = self.config.optim
+        return learning_rate(step, o.lr, o.warmup_steps, self.total_steps, self.lr_decay, o.min_lr_ratio)
+
     def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
         if resume is None:
             if has_checkpoint(self.out_dir):
@@ -185,7 +209,13 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        self.window = dict(state["window"])
+        self.window = {"loss_sum": torch.tensor(float(state["window"]["loss_sum"]), device=self.accelerator.device),
+                       "count": int(state["window"]["count"])}
+        if self.budget is not None:
+            if state.get("budget") is None:
+                raise CheckpointError(f"{checkpoint.path} was not a time-budget run; resume it without "
+                                      "optim.time_budget (or start a new run.out_dir)")
+            self.budget.load_state_dict(state["budget"])
         self.skipped = int(state["skipped"])
         self.last_loss = state.get("last_loss")
         self.last_grad_norm = state.get("last_grad_norm")
@@ -217,19 +247,23 @@ class Trainer:
         return self.ema.module.process
 
     def train(self) -> dict[str, Any]:
-        """Run until ``optim.steps`` (or a stop signal); return a summary dict.
+        """Run until the run's step count (or a stop signal); return a summary dict.
 
-        Summary keys: steps, steps_this_run, wall_time_s, images_per_s, final_loss, skipped,
-        interrupted (None or the signal name), checkpoint, out_dir, tuned_grids ((TunedGrid,
-        seconds) per ``run.tune_steps`` entry).
+        Summary keys: steps, steps_this_run, wall_time_s, train_time_s (time in training
+        steps), images_per_s, final_loss, skipped, interrupted (None or the signal name),
+        checkpoint, out_dir, tuned_grids ((TunedGrid, seconds) per ``run.tune_steps`` entry),
+        speed (the precision, memory format and compiled networks used), budget (None, or the
+        budget's seconds, the training seconds used, the estimated steps and the step at
+        which they were estimated, and whether it overran).
         """
         with self._reproducible(), StopRequest() as stop:
             self._prepare_out_dir()
             if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
                 self.evaluate(unless_logged=True)
-            start_step, t0 = self.step, time.perf_counter()
-            stopped_by = self._loop(stop, t0)
+            start_step, t0, train_time = self.step, time.perf_counter(), 0.0
+            stopped_by, train_time = self._loop(stop)
             wall = time.perf_counter() - t0
+            self._check_finite()
             if self.checkpoint is None or not self.checkpoint.name.endswith(step_dir_name(self.step)):
                 self.save()
             tuned: list[tuple[TunedGrid, float]] = []
@@ -242,82 +276,146 @@ class Trainer:
             "steps": self.step,
             "steps_this_run": self.step - start_step,
             "wall_time_s": wall,
-            "images_per_s": images / wall if wall > 0 else 0.0,
+            "train_time_s": train_time,
+            "images_per_s": images / train_time if train_time > 0 else 0.0,
             "final_loss": self.last_loss,
             "skipped": self.skipped,
             "interrupted": stopped_by,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "out_dir": str(self.out_dir),
             "tuned_grids": tuned,
+            "speed": self.speed,
+            "budget": self._budget_summary(),
         }
 
-    def _loop(self, stop: StopRequest, t0: float) -> str | None:
+    def _budget_summary(self) -> dict[str, Any] | None:
+        b = self.budget
+        if b is None:
+            return None
+        return {"seconds": b.seconds, "used_s": b.elapsed, "total_steps": b.total_steps,
+                "estimated_at": b.estimated_at, "overran": b.overrun()}
+
+    def _finished(self) -> bool:
+        total = self.total_steps
+        if self.budget is not None and self.budget.overrun():
+            return True
+        return total is not None and self.step >= total
+
+    def _loop(self, stop: StopRequest) -> tuple[str | None, float]:
+        """Train until finished or stopped; returns (signal name or None, seconds in training steps)."""
         cfg, start = self.config, self.step
         batches = iter(self.sampler)
-        bar = tqdm(total=cfg.optim.steps, initial=self.step, unit="step", dynamic_ncols=True,
+        clock, train_time = time.perf_counter, 0.0
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.run.progress and self.accelerator.is_main_process))
         with bar:
-            while self.step < cfg.optim.steps:
+            while not self._finished():
+                t = clock()
+                if self.budget is not None:
+                    self.budget.start()
                 self._train_step(batches)
                 self.step += 1
+                if self.budget is not None:
+                    self.budget.stop(self.step)
+                    self._estimate_steps(bar)
+                train_time += clock() - t
                 bar.update(1)
-                if self.step % cfg.run.log_every == 0 or self.step == cfg.optim.steps:
-                    rate = (self.step - start) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9)
-                    self._log(rate, bar)
+                if self.step % cfg.run.log_every == 0 or self._finished():
+                    self._log((self.step - start) * cfg.optim.batch_size / max(train_time, 1e-9), bar)
                 if self._stop_requested(stop):
-                    return stop.signal_name or "signal"
+                    return stop.signal_name or "signal", train_time
                 if self._eval_due():
                     self.evaluate()
                 if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
                     self.save()
                 if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
                     self.preview()
-        return None
+        if self.budget is not None and self.budget.overrun() and self.step < (self.total_steps or 0):
+            warnings.warn(f"optim.time_budget={self.config.optim.time_budget!r} ran out at step {self.step} of the "
+                          f"{self.total_steps} estimated after the first steps (the machine got slower); the LR "
+                          "had not finished decaying", stacklevel=2)
+        return None, train_time
+
+    def _estimate_steps(self, bar: Any) -> None:
+        """Fix the budget run's step count once enough steps were timed (the same on every rank)."""
+        budget, acc = self.budget, self.accelerator
+        assert budget is not None
+        if budget.total_steps is None:
+            ready = torch.tensor([1.0 if budget.window_done() else 0.0], device=acc.device)
+            if acc.num_processes > 1:
+                ready = acc.reduce(ready, reduction="sum")
+            if float(ready) < acc.num_processes:
+                return
+            per_step = torch.tensor([budget.seconds_per_step()], device=acc.device, dtype=torch.float64)
+            if acc.num_processes > 1:
+                per_step = acc.reduce(per_step, reduction="max")  # the slowest rank sets the pace
+            budget.fix_total(self.step, float(per_step))
+            self._set_ema_length()
+            bar.total = budget.total_steps
+        bar.set_description(f"{format_duration(budget.left())} left", refresh=False)
 
     def _train_step(self, batches: Iterator[torch.Tensor]) -> None:
-        """One optimizer update (or a skipped batch when the loss/gradient is not finite)."""
+        """One optimizer update (or, with ``run.on_nonfinite: skip``, a skipped non-finite batch)."""
         acc, cfg = self.accelerator, self.config
         batch = self._batch(next(batches))
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, cfg.optim.lr, cfg.optim.warmup_steps)
+            group["lr"] = self.learning_rate(self.step)
+        skip_mode = cfg.run.on_nonfinite == "skip"
         with acc.autocast():
             losses = self.model(batch, self.generator)  # {name: (b,)}; through DDP when distributed
             loss = sum(value.float().mean() for value in losses.values())
-        global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
-        if not math.isfinite(global_loss):
-            return self._non_finite("loss", global_loss)
+        if skip_mode:  # decide before the update: one sync per step
+            global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
+            if not math.isfinite(global_loss):
+                return self._non_finite("loss", global_loss)
         acc.backward(loss)
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
-        if not math.isfinite(grad_norm) and acc.scaler is None:  # with fp16 the loss scaler skips such steps
-            return self._non_finite("gradient norm", grad_norm)
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        if skip_mode and not math.isfinite(float(grad_norm)) and acc.scaler is None:  # fp16: the scaler skips
+            return self._non_finite("gradient norm", float(grad_norm))
+        if not skip_mode:  # with fp16 the loss scaler skips non-finite gradients itself
+            self.watch.observe(self.step + 1, loss, torch.as_tensor(grad_norm if acc.scaler is None else 0.0))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if not acc.optimizer_step_was_skipped:
             self.unwrapped_model.after_step()
             self.ema.update(self.unwrapped_model)
-        self.window["loss_sum"] += global_loss
+        self.window["loss_sum"] = self.window["loss_sum"] + loss.detach().float()
         self.window["count"] += 1
         self.last_grad_norm = grad_norm
 
-    def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    def _batch(self, indices: torch.Tensor, model: GenerativeModel | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """This rank's images (b, C, H, W) on the device, and their class labels if the model takes them
         (dropping them for guidance training is the model's ``conditioning.drop``)."""
+        model = model if model is not None else self.unwrapped_model
         x0, labels = self.dataset.batch(indices)
-        x0 = x0.to(self.accelerator.device)
+        x0 = x0.to(self.accelerator.device, non_blocking=True)
+        if self.channels_last and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         if self.config.data.hflip:
             x0 = random_hflip(x0, generator=self.generator)
-        if not self.unwrapped_model.conditioning.is_conditional or labels is None:
+        if not model.conditioning.is_conditional or labels is None:
             return x0, None
-        return x0, {"class_labels": labels.to(self.accelerator.device)}
+        return x0, {"class_labels": labels.to(self.accelerator.device, non_blocking=True)}
 
-    def _non_finite(self, quantity: str, value: float) -> None:
+    def _check_finite(self) -> None:
+        """``NonFiniteError`` if any rank saw a non-finite loss or gradient norm (one sync)."""
+        acc = self.accelerator
+        records = acc.gather(self.watch.record[None]) if acc.num_processes > 1 else self.watch.record[None]
+        bad = [r for r in records.tolist() if r[0] > 0]
+        if bad:
+            step, quantity, value = min(bad)
+            self._non_finite(QUANTITIES[int(quantity)], value, step=int(step))
+
+    def _non_finite(self, quantity: str, value: float, *, step: int | None = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.run.on_nonfinite == "skip":
             self.skipped += 1
             return
         last = f"last good checkpoint: {self.checkpoint}" if self.checkpoint else "no checkpoint was saved yet"
-        raise NonFiniteError(f"non-finite {quantity} ({value}) at step {self.step + 1}; training stopped, {last}; "
+        step = self.step + 1 if step is None else step
+        raise NonFiniteError(f"non-finite {quantity} ({value}) at step {step}; training stopped, {last}; "
                              "lower optim.lr, check the data, or set run.on_nonfinite: skip")
 
     def _stop_requested(self, stop: StopRequest) -> bool:
@@ -364,18 +462,22 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _log(self, images_per_s: float, bar: Any) -> None:
-        count = self.window["count"]
-        self.last_loss = self.window["loss_sum"] / count if count else None
+        self._check_finite()
+        count, acc = self.window["count"], self.accelerator
+        loss_sum = acc.reduce(self.window["loss_sum"].clone(), reduction="mean") if acc.num_processes > 1 \
+            else self.window["loss_sum"]
+        self.last_loss = float(loss_sum) / count if count else None
+        grad_norm = None if self.last_grad_norm is None else float(self.last_grad_norm)
         record = {
             "step": self.step,
             "loss": self.last_loss,
-            "lr": learning_rate(self.step - 1, self.config.optim.lr, self.config.optim.warmup_steps),
-            "grad_norm": self.last_grad_norm,
+            "lr": self.learning_rate(self.step - 1),
+            "grad_norm": grad_norm,
             "skipped": self.skipped,
             "images_per_s": round(images_per_s, 2),
         }
-        self.window = {"loss_sum": 0.0, "count": 0}
-        if self.accelerator.is_main_process:
+        self.window = {"loss_sum": torch.zeros((), device=acc.device), "count": 0}
+        if acc.is_main_process:
             self.metrics.append(record)
             loss_text = "nan" if self.last_loss is None else f"{self.last_loss:.4f}"
             bar.set_postfix(loss=loss_text, img_s=f"{images_per_s:.0f}")
@@ -392,10 +494,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "window": dict(self.window),
+            "window": {"loss_sum": float(self.window["loss_sum"]), "count": self.window["count"]},
             "skipped": self.skipped,
             "last_loss": self.last_loss,
-            "last_grad_norm": self.last_grad_norm,
+            "last_grad_norm": None if self.last_grad_norm is None else float(self.last_grad_norm),
+            "budget": None if self.budget is None else self.budget.state_dict(),
             "scaler": scaler,
             "rng": gathered,
             "image_shape": list(self.image_shape),
@@ -413,7 +516,9 @@ class Trainer:
         return self.accelerator.gather(sums[None]).cpu()
 
     def save(self) -> Path:
-        """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes)."""
+        """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes; never
+        from non-finite weights)."""
+        self._check_finite()
         state = self.training_state()
         if self.accelerator.num_processes > 1:
             checksums = self.replica_checksums()

@@ -1,0 +1,95 @@
+"""Where and how fast a run computes: the ``Accelerator``, precision, memory format, compilation.
+
+``make_accelerator`` resolves ``optim.mixed_precision`` for the device (``difflab.nn.speed``);
+``speed_up`` applies ``run.channels_last`` and ``run.compile`` to a model's networks and
+returns what was applied, which the run's summary reports; ``inference`` is the context in
+which previews, evaluations and grid tuning run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from difflab.nn.speed import compile_in_place, resolve_precision, to_channels_last
+
+
+def has_gpu() -> bool:
+    """Whether torch sees a CUDA, MPS or XPU device."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def default_device() -> torch.device:
+    """The device a single-process run trains on (what ``Accelerator`` will pick)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """An ``Accelerator`` with ``mixed_precision`` resolved for the device ("auto": bf16 where it
+    is native); an option the device lacks falls back to fp32 with a warning.
+
+    Without a GPU the accelerator is told ``cpu=True``, so processes started by
+    ``accelerate launch --multi_gpu`` or ``torchrun`` form a gloo (multi-CPU) group.
+    """
+    precision = resolve_precision(mixed_precision, default_device())
+    return Accelerator(mixed_precision=precision, cpu=not has_gpu())
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """What a run actually uses (after per-device defaults and fallbacks)."""
+
+    precision: str
+    """"no" (fp32), "bf16" or "fp16"."""
+    channels_last: bool
+    compiled: tuple[str, ...]
+    """Names of the compiled networks (empty: eager)."""
+
+
+def networks(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's direct sub-modules that hold parameters (its networks)."""
+    return {name: child for name, child in model.named_children() if any(True for _ in child.parameters())}
+
+
+def speed_up(
+    model: nn.Module,
+    *,
+    precision: str,
+    channels_last: bool,
+    compile_networks: bool,
+    probe: Callable[[], None],
+) -> SpeedSettings:
+    """Apply channels_last (resolved: ``difflab.nn.speed.resolve_channels_last``) and
+    ``torch.compile`` to ``model``'s networks, in place.
+
+    ``probe`` runs one training step's forward and backward (without an update), so that
+    compilation happens here and a compiler failure falls back to eager mode at once.
+    """
+    if channels_last:
+        to_channels_last(model)
+    compiled: list[str] = []
+    if compile_networks:
+        for name, net in networks(model).items():
+            if compile_in_place(net, probe, what=f"{name} network"):
+                compiled.append(name)
+    return SpeedSettings(precision=precision, channels_last=channels_last, compiled=tuple(compiled))
+
+
+@contextlib.contextmanager
+def inference(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode under ``torch.inference_mode``, with its train/eval mode and the
+    global RNG (CPU, and ``device`` if CUDA) restored afterwards: sampling leaves training untouched."""
+    was_training = model.training
+    try:
+        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield model.eval()
+    finally:
+        model.train(was_training)

@@ -1,0 +1,140 @@
+"""The ``model``, ``objective`` and ``optim`` sections of a training config.
+
+Each section is a frozen dataclass validated on construction (one-line ``ConfigError``);
+every field says its unit and why its default. Cross-section checks live in
+``difflab.training.config.check_consistency``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from difflab.errors import ConfigError, check_choice
+from difflab.models import FAMILIES
+from difflab.objectives import TimeSampling, Weighting
+from difflab.processes import Prediction
+from difflab.training.fields import MAX_SEED, check_range
+from difflab.training.schedule import LR_DECAYS, LRDecay, parse_duration
+
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+DEFAULT_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model family the run trains (``difflab.models.FAMILIES``)."""
+
+    family: str = "auto"
+    """"diffusion" (a denoiser: eps/x0/v prediction, the ODE/SDE samplers, NLL), "ihdm" (inverse
+    heat dissipation: predict the less-blurred level, Rissanen et al. 2023), or "auto": the family
+    the process was designed for (heat -> ihdm, every other process -> diffusion)."""
+
+    def __post_init__(self) -> None:
+        check_choice("model.family", self.family, ["auto", *sorted(FAMILIES)])
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The training loss (``difflab.objectives.diffusion_loss``)."""
+
+    prediction: Prediction = "eps"
+    """Network output: "eps" (DDPM, Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022)."""
+    weighting: Weighting = "uniform"
+    """Weight of the per-coefficient error: "uniform" (plain MSE on the prediction, DDPM's
+    L_simple), "snr" (MSE on x0), "min_snr" (Hang et al. 2023)."""
+    gamma: float = 5.0
+    """min_snr clamp on the SNR (unitless); 5 is Hang et al.'s recommended value."""
+    time_sampling: TimeSampling = "uniform"
+    """How training times t are drawn: i.i.d. "uniform" or low-variance "stratified"
+    (Kingma et al. 2021, App. I.1)."""
+    cond_drop_prob: float = 0.0
+    """Probability of replacing a class label by the null label, for classifier-free guidance
+    (Ho & Salimans 2022 use 0.1-0.2). 0 = plain conditional (or unconditional) training."""
+
+    def __post_init__(self) -> None:
+        check_range("objective.gamma", self.gamma, 0.0, low_open=True, why="Hang et al. use 5")
+        check_range("objective.cond_drop_prob", self.cond_drop_prob, 0.0, 1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up, optional LR decay, gradient clipping and an EMA of the weights.
+
+    A run lasts ``steps`` updates or ``time_budget`` of training time (not both; see
+    ``difflab.training.schedule``).
+    """
+
+    lr: float = 2e-4
+    """Peak learning rate (per step); DDPM's CIFAR-10 value (Ho et al. 2020, App. B)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2): PyTorch/Adam defaults, used by DDPM."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay per step (x lr); DDPM uses none."""
+    warmup_steps: int = 100
+    """Steps of linear LR warm-up from lr/warmup_steps to lr; DDPM uses 5000 at batch 128,
+    a short one suffices for the small default models. 0 = no warm-up."""
+    grad_clip: float = 1.0
+    """Max global L2 norm of the gradient (DDPM: 1.0); 0 = no clipping."""
+    batch_size: int = 64
+    """Global batch size in images, summed over all processes (must be divisible by their number)."""
+    steps: int | None = None
+    """Optimizer steps of the whole run; null = 2000 (the digits default trains in minutes on a
+    CPU), or, with ``time_budget``, as many as the budget affords (estimated from the first steps)."""
+    time_budget: str | None = None
+    """Train for this much time instead of a step count: "90s", "10m", "1h30m", "2h" (training
+    steps only; evaluations, previews and checkpoints are not charged). The step count is
+    estimated once from the first steps and stored, so the LR decay and the EMA length fit
+    the run and a resumed run continues bit for bit. Also ``difflab train --budget 10m``."""
+    lr_decay: LRDecay = "auto"
+    """LR after warm-up: "none" (constant), "cosine" or "linear" decay to ``min_lr_ratio * lr``
+    at the last step; "auto" = cosine with a time budget, none with a step count (DDPM's
+    constant LR)."""
+    min_lr_ratio: float = 0.1
+    """LR at the last step as a fraction of ``lr`` when it decays (nanoGPT's lr/10)."""
+    ema_decay: float = 0.999
+    """Per-step decay of the exponential moving average of the weights (DDPM: 0.9999 over
+    800k steps; 0.999 suits runs of thousands of steps). 0 = EMA equals the weights."""
+    ema_length: float | None = None
+    """Cap the EMA's averaging length 1 / (1 - decay) at this fraction of the run's steps
+    (decay = min(ema_decay, 1 - 1 / (ema_length * steps))), so short runs are averaged over
+    their own end, not over their initialisation; null = ``ema_decay`` alone for step runs and
+    0.1 for time-budget runs (whose length is known only after the first steps)."""
+    ema_warmup: bool = True
+    """Use decay min(ema_decay, (1 + n) / (10 + n)) after n updates, so early EMA weights are
+    not dominated by the random initialisation."""
+    mixed_precision: MixedPrecision = "auto"
+    """"bf16" autocast, "fp16" (with a loss scaler) or "no" (fp32). "auto" = bf16 where the
+    device computes it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere.
+    An option the device lacks falls back to fp32 with a one-line warning."""
+    seed: int = 0
+    """Seeds the weights, the data order and every training generator (rank r uses seed + r)."""
+
+    def __post_init__(self) -> None:
+        check_range("optim.lr", self.lr, 0.0, low_open=True)
+        for i, beta in enumerate(self.betas):
+            check_range(f"optim.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0.0)
+        check_range("optim.warmup_steps", self.warmup_steps, 0)
+        check_range("optim.grad_clip", self.grad_clip, 0.0, why="0 disables clipping")
+        check_range("optim.batch_size", self.batch_size, 1)
+        check_choice("optim.lr_decay", self.lr_decay, LR_DECAYS)
+        check_range("optim.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+            if self.steps is not None:
+                raise ConfigError(f"optim.steps={self.steps} and optim.time_budget={self.time_budget!r} are both set; "
+                                  "a budget run estimates its steps: set optim.steps: null (or drop the budget)")
+        elif self.steps is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS)
+        if self.steps is not None:
+            check_range("optim.steps", self.steps, 1)
+        check_range("optim.ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        if self.ema_length is not None:
+            check_range("optim.ema_length", self.ema_length, 0.0, 1.0, low_open=True)
+        check_range("optim.seed", self.seed, 0, MAX_SEED)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``time_budget`` in seconds (None for a step-count run)."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
