@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if hasattr(args, "overrides") and overrides == extra:  # KEY=VALUE after an option: argparse leaves them over
+        args.overrides = [*args.overrides, *overrides]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except DifflabError as err:

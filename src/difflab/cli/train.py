@@ -1,6 +1,7 @@
 """``difflab train``: train a diffusion model from a YAML config.
 
     difflab train --config digits-blur run.out_dir=runs/blur optim.steps=500
+    difflab train --config digits-gauss --budget 10m   # as many steps as 10 minutes of training allow
     difflab train --config my.yaml --resume            # continue run.out_dir if it has a checkpoint
     difflab train --resume runs/blur                    # continue with the run's own config
     accelerate launch --cpu --num_processes 2 -m difflab.cli train --config digits-gauss
@@ -36,6 +37,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
                         help="continue from DIR (a checkpoint or run folder); without DIR, from "
                              "run.out_dir if it holds a checkpoint")
+    parser.add_argument("--budget", metavar="DURATION",
+                        help="train for this much time instead of optim.steps, e.g. 90s, 10m, 2h "
+                             "(sets optim.time_budget; the LR decays and the EMA fits the estimated steps)")
     parser.add_argument("--list-configs", action="store_true", help="print the shipped config names and exit")
     parser.set_defaults(run=run)
 
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from difflab.training.trainer import Trainer
 
     split_resume_override(args)
+    if args.budget is not None:
+        args.overrides = [*args.overrides, f"optim.time_budget={args.budget}", "optim.steps=null"]
     if args.list_configs:
         for name, path in sorted(shipped_configs().items()):
             print(f"{name}\t{path}")
@@ -105,4 +111,25 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
                     for g, seconds in summary.get("tuned_grids", []))
     return (f"trained {summary['steps_this_run']} steps (total {summary['steps']}) in {summary['wall_time_s']:.1f} s, "
             f"{summary['images_per_s']:.0f} images/s, final loss {loss}, skipped {summary['skipped']}; "
-            f"checkpoint: {summary['checkpoint']}{tuned}")
+            f"checkpoint: {summary['checkpoint']}{budget_line(summary)}{speed_line(summary)}{tuned}")
+
+
+def budget_line(summary: dict[str, Any]) -> str:
+    """"\ntime budget ...": the budget, the training time used and the estimated step count."""
+    b = summary.get("budget")
+    if not b:
+        return ""
+    estimate = (f"{b['total_steps']} steps estimated after the first {b['estimated_at']}" if b["total_steps"]
+                else "stopped before the step count was estimated")
+    over = "; overran: the machine got slower than the first steps said" if b["overran"] else ""
+    return f"\ntime budget {b['seconds']:.0f} s: {b['used_s']:.1f} s of training used, {estimate}{over}"
+
+
+def speed_line(summary: dict[str, Any]) -> str:
+    """"\nspeed: ...": the precision, memory format and compiled networks the run used."""
+    s = summary.get("speed")
+    if s is None:
+        return ""
+    precision = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[s.precision]
+    compiled = f"compiled {', '.join(s.compiled)}" if s.compiled else "eager"
+    return f"\nspeed: {precision}, {'channels_last' if s.channels_last else 'contiguous'}, {compiled}"

@@ -114,7 +114,7 @@ class GenerativeModel(nn.Module, ABC):
         """The option names ``sample`` accepts besides n, seed, cond, batch_size and device."""
         return ()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(
         self,
         n: int,

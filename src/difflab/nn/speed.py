@@ -71,13 +71,20 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
-def compile_in_place(module: nn.Module, probe: Callable[[], Any], what: str = "network") -> bool:
+def networks(model: nn.Module) -> dict[str, nn.Module]:
+    """The direct sub-modules of ``model`` that hold parameters (a generative model's networks)."""
+    return {name: child for name, child in model.named_children() if any(True for _ in child.parameters())}
+
+
+def compile_in_place(
+    module: nn.Module, probe: Callable[[], Any], what: str = "network", backend: str | Callable[..., Any] = "inductor"
+) -> bool:
     """``module.compile()`` (its ``state_dict`` keys stay the same), then run ``probe``, which
     calls the module as training or sampling will, so that compilation happens now. If the
     compiler fails (no C++ compiler, an unsupported operator ...) the module goes back to
     eager mode with a one-line warning. Returns whether the module is compiled.
     """
-    module.compile()
+    module.compile(backend=backend)
     try:
         probe()
     except Exception as err:  # noqa: BLE001 (any compiler failure: keep the eager path, never crash the run)

@@ -16,7 +16,12 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from difflab.nn.speed import compile_in_place, resolve_precision, to_channels_last
+from difflab.nn.speed import (
+    compile_in_place,
+    networks,
+    resolve_precision,
+    to_channels_last,
+)
 
 
 def has_gpu() -> bool:
@@ -52,11 +57,6 @@ class SpeedSettings:
     channels_last: bool
     compiled: tuple[str, ...]
     """Names of the compiled networks (empty: eager)."""
-
-
-def networks(model: nn.Module) -> dict[str, nn.Module]:
-    """The model's direct sub-modules that hold parameters (its networks)."""
-    return {name: child for name, child in model.named_children() if any(True for _ in child.parameters())}
 
 
 def speed_up(

@@ -34,6 +34,7 @@ WINDOW_FRACTION = 0.03  # ... and this fraction of the budget, ...
 MAX_WINDOW_S = 60.0  # ... but at most this long
 OVERRUN = 0.1  # stop early only when the training time exceeds the budget by this fraction
 STATE_KEYS = ("elapsed", "total_steps", "window_steps", "window_seconds", "estimated_at")
+MAX_WARMUP_FRACTION = 0.05  # a budget run warms up for at most this fraction of its steps
 DEFAULT_EMA_LENGTH = 0.1  # fraction of a budget run the EMA averages over (when optim.ema_length is null)
 
 
@@ -87,6 +88,14 @@ def learning_rate(
     p = 1.0 if step >= last else max(0.0, step - warmup_steps) / max(1, last - warmup_steps)
     shape = 0.5 * (1.0 + math.cos(math.pi * p)) if decay == "cosine" else 1.0 - p
     return lr * factor * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
+
+
+def budget_warmup(warmup_steps: int, total_steps: int | None) -> int:
+    """Warm-up steps of a budget run: ``warmup_steps``, capped at ``MAX_WARMUP_FRACTION`` of the
+    estimated run once it is known (a 20 s run should not spend itself warming up)."""
+    if total_steps is None or warmup_steps == 0:
+        return warmup_steps
+    return min(warmup_steps, max(1, round(MAX_WARMUP_FRACTION * total_steps)))
 
 
 def ema_decay_for(total_steps: int, ema_decay: float, ema_length: float) -> float:

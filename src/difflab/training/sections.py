@@ -73,7 +73,8 @@ class OptimConfig:
     """Decoupled weight decay per step (x lr); DDPM uses none."""
     warmup_steps: int = 100
     """Steps of linear LR warm-up from lr/warmup_steps to lr; DDPM uses 5000 at batch 128,
-    a short one suffices for the small default models. 0 = no warm-up."""
+    a short one suffices for the small default models. 0 = no warm-up. A time-budget run warms
+    up for at most 5% of its estimated steps."""
     grad_clip: float = 1.0
     """Max global L2 norm of the gradient (DDPM: 1.0); 0 = no clipping."""
     batch_size: int = 64

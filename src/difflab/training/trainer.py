@@ -71,6 +71,7 @@ from difflab.training.periodic_eval import PeriodicEvaluator
 from difflab.training.schedule import (
     DEFAULT_EMA_LENGTH,
     TimeBudget,
+    budget_warmup,
     ema_decay_for,
     format_duration,
     learning_rate,
@@ -186,8 +187,9 @@ class Trainer:
 
     def learning_rate(self, step: int) -> float:
         """The LR of the update at ``step`` (0-based)."""
-        o = self.config.optim
-        return learning_rate(step, o.lr, o.warmup_steps, self.total_steps, self.lr_decay, o.min_lr_ratio)
+        o, total = self.config.optim, self.total_steps
+        warmup = o.warmup_steps if self.budget is None else budget_warmup(o.warmup_steps, total)
+        return learning_rate(step, o.lr, warmup, total, self.lr_decay, o.min_lr_ratio)
 
     def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
         if resume is None:
