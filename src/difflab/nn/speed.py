@@ -89,8 +89,11 @@ def compile_in_place(
         probe()
     except Exception as err:  # noqa: BLE001 (any compiler failure: keep the eager path, never crash the run)
         module._compiled_call_impl = None  # undo nn.Module.compile
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        warnings.warn(f"torch.compile of the {what} failed ({type(err).__name__}: {first[:200]}); "
+        root = err
+        while root.__cause__ is not None or getattr(root, "inner_exception", None) is not None:
+            root = root.__cause__ or root.inner_exception  # type: ignore[attr-defined]
+        lines = str(root).strip().splitlines()
+        warnings.warn(f"torch.compile of the {what} failed ({type(root).__name__}: {(lines[0] if lines else '')[:200]}); "
                       "running it eagerly", stacklevel=2)
         return False
     return True
