@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch is pinned to the CPU build that installs from local disk; change it for a GPU machine.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test setup bench
+.PHONY: demo test test-slow setup bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -1,22 +1,32 @@
-"""Training-step throughput of difflab's UNet vs diffusers' ``UNet2DModel`` (images/s, CPU).
+"""Training and sampling throughput of difflab's UNet vs diffusers' ``UNet2DModel`` (images/s),
+for each speed option alone and combined.
 
-One step = sample noise and times, noise the batch, forward, MSE to the noise, backward, AdamW
-step. Both networks have the same layout (channels per level, residual blocks per level,
-attention at the same resolution, scale-shift time conditioning, dropout) so their parameter
-counts are nearly equal, and both run at the same batch size in the same process. The two
-sides alternate in rounds and the median round is reported, so load from other processes
-hits both alike.
+Training step = sample noise and times, noise the batch, forward, MSE to the noise, backward,
+AdamW step. Sampling = a 10-step DDIM loop (``difflab.samplers.sample`` vs diffusers'
+``DDIMScheduler``) under ``torch.inference_mode``. Both networks have the same layout
+(channels per level, residual blocks per level, attention at the same resolution,
+scale-shift time conditioning, dropout) so their parameter counts are nearly equal, and both
+run at the same batch size in the same process with the same options: bf16 autocast,
+channels_last and ``torch.compile`` (inductor, default mode) are applied to both sides alike,
+so the ratio measures difflab, not the flags. The two sides alternate in rounds and the
+median round is reported, so load from other processes hits both alike.
+
+Options (``--modes``): fp32 (plain), channels_last, bf16 (autocast; emulated, and so slow,
+on CPUs without AVX512-BF16/AMX), compile, and combined (every option this device runs
+natively: bf16 only where it is native).
 
 difflab's noising is written inline (cosine schedule ``alpha_t = cos(pi t / 2)``,
 ``sigma_t = sin(pi t / 2)``, ``z_t = alpha_t x + sigma_t eps``) so that this script needs
 only ``difflab.nn``; diffusers uses ``DDPMScheduler.add_noise`` with integer timesteps.
 
     PYTHONPATH=src python benchmarks/train_throughput.py --threads 2
+    PYTHONPATH=src python benchmarks/train_throughput.py --modes fp32 compile --tasks train
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -30,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difflab.nn import UNet, UNetConfig, config_to_dict, count_parameters
+from difflab.nn import UNet, UNetConfig, count_parameters
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 
@@ -94,12 +104,12 @@ def diffusers_unet(case: Case) -> nn.Module:
 
 def difflab_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, g: torch.Generator) -> None:
     """One training step of eps-prediction with an inline cosine VP schedule."""
-    eps = torch.randn(x.shape, generator=g)
+    eps = torch.randn(x.shape, generator=g).contiguous(memory_format=mem_format(x))
     t = torch.rand(x.shape[0], generator=g)
     alpha = torch.cos(0.5 * math.pi * t)[:, None, None, None]
     sigma = torch.sin(0.5 * math.pi * t)[:, None, None, None]
     z = alpha * x + sigma * eps
-    loss = F.mse_loss(net(z, t), eps)
+    loss = F.mse_loss(net(z, t).float(), eps)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -112,10 +122,10 @@ def diffusers_step_fn() -> Callable[[nn.Module, torch.optim.Optimizer, torch.Ten
     scheduler = DDPMScheduler(num_train_timesteps=1000)
 
     def step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, g: torch.Generator) -> None:
-        eps = torch.randn(x.shape, generator=g)
+        eps = torch.randn(x.shape, generator=g).contiguous(memory_format=mem_format(x))
         t = torch.randint(0, 1000, (x.shape[0],), generator=g)
         z = scheduler.add_noise(x, eps, t)
-        loss = F.mse_loss(net(z, t).sample, eps)
+        loss = F.mse_loss(net(z, t).sample.float(), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -123,66 +133,158 @@ def diffusers_step_fn() -> Callable[[nn.Module, torch.optim.Optimizer, torch.Ten
     return step
 
 
-def images_per_second(step: Callable, net: nn.Module, x: torch.Tensor, steps: int, g: torch.Generator, opt) -> float:
-    """Time ``steps`` training steps and return images per second."""
+def difflab_sample_fn(steps: int) -> Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]:
+    """``steps``-step DDIM with difflab's sampler API (cosine VP process, eps-prediction)."""
+    from difflab.processes import GaussianDiffusion
+    from difflab.samplers import sample
+
+    process = GaussianDiffusion()
+
+    def draw(net: nn.Module, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=g).contiguous(memory_format=mem_format(x))
+        return sample(net, process, tuple(x.shape), "ddim", steps, noise=noise)
+
+    return draw
+
+
+def diffusers_sample_fn(steps: int) -> Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]:
+    """``steps``-step DDIM with diffusers' ``DDIMScheduler`` (the loop of its ``DDIMPipeline``)."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(steps)
+
+    def draw(net: nn.Module, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        z = torch.randn(x.shape, generator=g).contiguous(memory_format=mem_format(x))
+        for t in scheduler.timesteps:
+            eps = net(z, t.expand(z.shape[0])).sample
+            z = scheduler.step(eps.float(), t, z).prev_sample
+        return z
+
+    return draw
+
+
+def mem_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4 \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One combination of speed options, applied to both sides."""
+
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+def modes(native_bf16: bool) -> dict[str, Mode]:
+    return {
+        "fp32": Mode("fp32"),
+        "channels_last": Mode("channels_last", channels_last=True),
+        "bf16": Mode("bf16", bf16=True),
+        "compile": Mode("compile", compile=True),
+        "combined": Mode("combined", bf16=native_bf16, channels_last=True, compile=True),
+    }
+
+
+def rate(fn: Callable[[], object], images: int, repeats: int) -> float:
+    """Images per second of ``repeats`` calls of ``fn``, each producing ``images`` images."""
     start = time.perf_counter()
-    for _ in range(steps):
-        step(net, opt, x, g)
-    return steps * x.shape[0] / (time.perf_counter() - start)
+    for _ in range(repeats):
+        fn()
+    return repeats * images / (time.perf_counter() - start)
 
 
-def bench_case(case: Case, args: argparse.Namespace) -> dict:
-    """Alternate rounds of both libraries on one case; report median images/s per side."""
+def bench(case: Case, mode: Mode, task: str, args: argparse.Namespace) -> dict:
+    """Alternate timing rounds of both libraries on one case, mode and task; median images/s per side."""
     torch.manual_seed(0)
-    sides = {"difflab": (difflab_unet(case), difflab_step), "diffusers": (diffusers_unet(case), diffusers_step_fn())}
+    nets = {"difflab": difflab_unet(case), "diffusers": diffusers_unet(case)}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch_size, case.channels, case.size, case.size, generator=g)
-    if args.channels_last:
+    if mode.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    opts = {}
-    for name, (net, step) in sides.items():
-        net.train()
-        if args.channels_last:
+    calls, compile_s = {}, {}
+    for name, net in nets.items():
+        if mode.channels_last:
             net.to(memory_format=torch.channels_last)
-        opts[name] = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        images_per_second(step, net, x, args.warmup, g, opts[name])
+        if task == "train":
+            net.train()
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+            step = difflab_step if name == "difflab" else diffusers_step_fn()
+            fn = (lambda step=step, net=net, opt=opt: step(net, opt, x, g))
+        else:
+            net.eval()
+            draw = (difflab_sample_fn if name == "difflab" else diffusers_sample_fn)(args.sample_steps)
+            fn = (lambda draw=draw, net=net: draw(net, x, g))
+        calls[name] = wrap(fn, mode, task)
+        if mode.compile:
+            net.compile()
+        t0 = time.perf_counter()
+        for _ in range(args.warmup if not slow_bf16(mode) else 1):
+            calls[name]()
+        compile_s[name] = time.perf_counter() - t0
+    repeats = args.steps if task == "train" else 1
+    if slow_bf16(mode):
+        repeats = 1  # emulated bf16 is ~10x slower: one call per round
+    rates: dict[str, list[float]] = {name: [] for name in nets}
     for _ in range(args.rounds):
-        for name, (net, step) in sides.items():
-            rates[name].append(images_per_second(step, net, x, args.steps, g, opts[name]))
-    result = {"case": case.name, "batch_size": args.batch_size}
-    for name, (net, _) in sides.items():
+        for name in nets:
+            rates[name].append(rate(calls[name], args.batch_size, repeats))
+    result = {"case": case.name, "mode": mode.name, "task": task, "batch_size": args.batch_size,
+              "bf16": mode.bf16, "channels_last": mode.channels_last, "compile": mode.compile}
+    for name, net in nets.items():
         result[f"{name}_params"] = count_parameters(net)
         result[f"{name}_images_per_s"] = statistics.median(rates[name])
         result[f"{name}_rounds_images_per_s"] = rates[name]
+        result[f"{name}_warmup_s"] = compile_s[name]
     result["ratio_difflab_over_diffusers"] = result["difflab_images_per_s"] / result["diffusers_images_per_s"]
-    result["difflab_config"] = config_to_dict(sides["difflab"][0].config)
+    print(row(result), flush=True)
     return result
+
+
+def slow_bf16(mode: Mode) -> bool:
+    """Whether ``mode`` asks for bf16 on a CPU that emulates it (then fewer calls are timed)."""
+    return mode.bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def wrap(fn: Callable[[], object], mode: Mode, task: str) -> Callable[[], object]:
+    """``fn`` under the mode's autocast, and under inference_mode for sampling."""
+
+    def call() -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.bf16), \
+                (torch.inference_mode() if task == "sample" else contextlib.nullcontext()):
+            return fn()
+
+    return call
+
+
+HEADER = ("| task | case | mode | batch | difflab params | diffusers params | difflab img/s | diffusers img/s "
+          "| difflab/diffusers | warm-up s (difflab / diffusers) |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(r: dict) -> str:
+    return (f"| {r['task']} | {r['case']} | {r['mode']} | {r['batch_size']} | {r['difflab_params']:,} "
+            f"| {r['diffusers_params']:,} | {r['difflab_images_per_s']:.1f} | {r['diffusers_images_per_s']:.1f} "
+            f"| {r['ratio_difflab_over_diffusers']:.2f} | {r['difflab_warmup_s']:.0f} / {r['diffusers_warmup_s']:.0f} |")
 
 
 def markdown_table(results: list[dict]) -> str:
     """Results as a markdown table."""
-    lines = [
-        "| case | batch | difflab params | diffusers params | difflab img/s | diffusers img/s | difflab/diffusers |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['case']} | {r['batch_size']} | {r['difflab_params']:,} | {r['diffusers_params']:,} "
-            f"| {r['difflab_images_per_s']:.1f} | {r['diffusers_images_per_s']:.1f} "
-            f"| {r['ratio_difflab_over_diffusers']:.2f} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([HEADER, *(row(r) for r in results)])
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
+    p.add_argument("--batch-size", type=int, default=32, help="images per training step / sampling batch")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per round and side")
+    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps per sampling call")
     p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per side before timing")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per side first (they include compilation)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for both")
+    p.add_argument("--modes", nargs="+", default=list(modes(False)), choices=list(modes(False)))
+    p.add_argument("--tasks", nargs="+", default=["train", "sample"], choices=["train", "sample"])
     p.add_argument("--cases", nargs="+", default=[c.name for c in CASES], choices=[c.name for c in CASES])
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
     return p.parse_args()
@@ -191,25 +293,38 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    load_before = os.getloadavg()[0]
+    print(HEADER, flush=True)
+    results: list[dict] = []
+    for task in args.tasks:
+        for case in (c for c in CASES if c.name in args.cases):
+            for m in args.modes:
+                results.append(bench(case, modes(native)[m], task, args))
+                write(args, results, native, load_before)  # after every row: a partial run keeps its rows
+    print(f"\nwrote {args.out}")
+
+
+def write(args: argparse.Namespace, results: list[dict], native: bool, load_before: float) -> None:
     import diffusers
 
-    load_before = os.getloadavg()[0]
-    results = [bench_case(c, args) for c in CASES if c.name in args.cases]
-    print(markdown_table(results))
     meta = {
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native,
         "threads": args.threads,
         "steps": args.steps,
+        "sample_steps": args.sample_steps,
         "rounds": args.rounds,
         "warmup": args.warmup,
-        "channels_last": args.channels_last,
+        "compile": "torch.compile(backend='inductor', mode=None) on both sides (nn.Module.compile)",
+        "bf16": "torch.autocast('cpu', dtype=torch.bfloat16) around each step/sampling call on both sides",
         "device": "cpu",
         "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

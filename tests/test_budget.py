@@ -102,8 +102,8 @@ def test_resumed_budget_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path)
         assert torch.equal(a, b)
     for a, b in zip(whole.ema.module.state_dict().values(), resumed.ema.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    log = lambda t: [line for line in (t.out_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]  # noqa: E731
-    strip = lambda lines: [line.split('"images_per_s"')[0] for line in lines]  # noqa: E731
+    log = lambda t: [line for line in (t.out_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    strip = lambda lines: [line.split('"images_per_s"')[0] for line in lines]
     assert strip(log(whole)) == strip(log(resumed))
 
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from difflab.models.diffusion import DiffusionModel
-from difflab.nn import ResBlock, UNet, UNetConfig
-from difflab.nn import speed
+from difflab.nn import ResBlock, UNet, UNetConfig, speed
 from difflab.processes import GaussianDiffusion
 
 

@@ -7,9 +7,12 @@ errors (``DifflabError``) are printed as one line and exit with code 2; no trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from difflab.errors import DifflabError
 
@@ -33,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Show Python warnings (e.g. skipped corrupt images) as ``prefix: warning: message``."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -42,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.run(args) or 0)
+        with one_line_warnings(f"difflab {args.command}"):
+            return int(args.run(args) or 0)
     except DifflabError as err:
         print(f"difflab {args.command}: error: {err}", file=sys.stderr)
         return 2

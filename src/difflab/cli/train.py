@@ -14,11 +14,8 @@ SIGINT/SIGTERM save a checkpoint and exit 0, printing how to resume.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +51,12 @@ def split_resume_override(args: argparse.Namespace) -> None:
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: ``--config`` + overrides, or the resumed checkpoint's config + overrides."""
     from difflab.training.checkpoint import read_config, resolve_checkpoint
-    from difflab.training.config import TrainConfig, apply_overrides, load_config, shipped_configs
+    from difflab.training.config import (
+        TrainConfig,
+        apply_overrides,
+        load_config,
+        shipped_configs,
+    )
 
     if args.config is not None:
         return load_config(args.config, args.overrides)
@@ -76,25 +78,12 @@ def run(args: argparse.Namespace) -> int:
         for name, path in sorted(shipped_configs().items()):
             print(f"{name}\t{path}")
         return 0
-    with one_line_warnings("difflab train"):
-        config = resolve_config(args)
-        trainer = Trainer(config, resume=args.resume)
-        summary = trainer.train()
+    config = resolve_config(args)
+    trainer = Trainer(config, resume=args.resume)
+    summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print(report(summary, args), file=sys.stderr if summary["interrupted"] else sys.stdout)
     return 0
-
-
-@contextlib.contextmanager
-def one_line_warnings(prefix: str) -> Iterator[None]:
-    """Show Python warnings (e.g. skipped corrupt images) as ``prefix: warning: message``."""
-
-    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        print(f"{prefix}: warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
