@@ -91,7 +91,7 @@ def test_resumed_budget_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path)
     whole = budget_trainer(tmp_path / "whole")
     whole.train()
     part = budget_trainer(tmp_path / "part")
-    part._stop_requested = lambda stop: part.step == 23  # as if SIGINT came at step 23
+    part._poll = lambda stop: part.step == 23  # as if SIGINT came at step 23
     assert part.train()["interrupted"] is not None
     resumed = budget_trainer(tmp_path / "part", resume="auto", tick=7.0)  # a different clock origin and pace
     resumed.budget.clock = FakeClock(0.5)
@@ -136,3 +136,17 @@ def test_cli_budget_flag_trains_to_a_budget_and_reports_it(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "time budget 2 s:" in text and "steps estimated after the first" in text
     assert load_checkpoint(out).config.optim.time_budget == "2s"
+
+
+def test_resume_with_another_budget_is_refused_in_one_line(tmp_path):
+    from difflab.errors import CheckpointError
+
+    trainer = budget_trainer(tmp_path / "run", "5s")
+    trainer._poll = lambda stop: trainer.step == 3
+    trainer.train()
+    with pytest.raises(CheckpointError, match="changed from '5s' to '9s'") as err:
+        budget_trainer(tmp_path / "run", "9s", resume="auto")
+    assert "\n" not in str(err.value)
+    Trainer(load_config(None, [*TINY[:3], "optim.steps=2", *TINY[4:], f"run.out_dir={tmp_path / 'steps'}"])).train()
+    with pytest.raises(CheckpointError, match="not a time-budget run"):
+        budget_trainer(tmp_path / "steps", "9s", resume="auto")

@@ -129,6 +129,7 @@ class Trainer:
         self.budget = None if optim.time_budget is None else TimeBudget(optim.budget_seconds or 0.0)
         if self.budget is not None and clock is not None:
             self.budget.clock = clock
+        self.overran = False  # the time budget ran out (on any rank) before the estimated step count
         self.lr_decay = resolve_decay(optim.lr_decay, budgeted=self.budget is not None)
         checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
         if checkpoint is not None:
@@ -214,9 +215,14 @@ class Trainer:
         self.window = {"loss_sum": torch.tensor(float(state["window"]["loss_sum"]), device=self.accelerator.device),
                        "count": int(state["window"]["count"])}
         if self.budget is not None:
-            if state.get("budget") is None:
+            saved = checkpoint.config.optim.time_budget
+            if state.get("budget") is None or saved is None:
                 raise CheckpointError(f"{checkpoint.path} was not a time-budget run; resume it without "
                                       "optim.time_budget (or start a new run.out_dir)")
+            if checkpoint.config.optim.budget_seconds != self.budget.seconds:
+                raise CheckpointError(f"optim.time_budget changed from {saved!r} to {self.config.optim.time_budget!r}; "
+                                      "a budget run's schedule is fixed by its first steps: resume with the same "
+                                      "budget or start a new run.out_dir")
             self.budget.load_state_dict(state["budget"])
         self.skipped = int(state["skipped"])
         self.last_loss = state.get("last_loss")
@@ -298,10 +304,9 @@ class Trainer:
                 "estimated_at": b.estimated_at, "overran": b.overrun()}
 
     def _finished(self) -> bool:
+        """Whether the run is done: its step count reached, or (any rank) overran its time budget."""
         total = self.total_steps
-        if self.budget is not None and self.budget.overrun():
-            return True
-        return total is not None and self.step >= total
+        return self.overran or (total is not None and self.step >= total)
 
     def _loop(self, stop: StopRequest) -> tuple[str | None, float]:
         """Train until finished or stopped; returns (signal name or None, seconds in training steps)."""
@@ -322,9 +327,10 @@ class Trainer:
                     self._estimate_steps(bar)
                 train_time += clock() - t
                 bar.update(1)
+                signalled = self._poll(stop)
                 if self.step % cfg.run.log_every == 0 or self._finished():
                     self._log((self.step - start) * cfg.optim.batch_size / max(train_time, 1e-9), bar)
-                if self._stop_requested(stop):
+                if signalled:
                     return stop.signal_name or "signal", train_time
                 if self._eval_due():
                     self.evaluate()
@@ -332,7 +338,7 @@ class Trainer:
                     self.save()
                 if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
                     self.preview()
-        if self.budget is not None and self.budget.overrun() and self.step < (self.total_steps or 0):
+        if self.overran and self.step < (self.total_steps or 0):
             warnings.warn(f"optim.time_budget={self.config.optim.time_budget!r} ran out at step {self.step} of the "
                           f"{self.total_steps} estimated after the first steps (the machine got slower); the LR "
                           "had not finished decaying", stacklevel=2)
@@ -420,12 +426,16 @@ class Trainer:
         raise NonFiniteError(f"non-finite {quantity} ({value}) at step {step}; training stopped, {last}; "
                              "lower optim.lr, check the data, or set run.on_nonfinite: skip")
 
-    def _stop_requested(self, stop: StopRequest) -> bool:
-        """Whether any rank got SIGINT/SIGTERM (all ranks agree, so they stop at the same step)."""
-        if self.accelerator.num_processes == 1:
-            return bool(stop)
-        flag = torch.tensor([1.0 if stop else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+    def _poll(self, stop: StopRequest) -> bool:
+        """Whether any rank got SIGINT/SIGTERM; sets ``self.overran`` if any rank's training time
+        overran the budget. All ranks agree (one all-reduce), so they stop at the same step."""
+        flags = [bool(stop), self.budget is not None and self.budget.overrun()]
+        if self.accelerator.num_processes > 1:
+            agreed = self.accelerator.reduce(torch.tensor([float(f) for f in flags], device=self.accelerator.device),
+                                             reduction="sum")
+            flags = [bool(v > 0) for v in agreed.tolist()]
+        self.overran = flags[1]
+        return flags[0]
 
     # --- outputs ---------------------------------------------------------------------------
     @contextlib.contextmanager
