@@ -82,7 +82,7 @@ def test_budget_run_stops_at_the_budget_with_the_lr_at_its_end_value(tmp_path):
     assert b["estimated_at"] == 7  # 2 untimed steps, then 5 timed ones (>= 0.6 s = 3% of the budget)
     lr = trainer.optimizer.param_groups[0]["lr"]
     assert lr == trainer.config.optim.lr * trainer.config.optim.min_lr_ratio
-    assert trainer.ema.decay == pytest.approx(ema_decay_for(40, 0.999, 0.1))
+    assert trainer.ema.decay == pytest.approx(ema_decay_for(40, 0.999, 0.1)) == trainer.length.ema_decay()
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.step == 40 and ckpt.training_state["budget"]["total_steps"] == 40
 

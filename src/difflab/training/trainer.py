@@ -68,15 +68,7 @@ from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_curve
 from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
 from difflab.training.periodic_eval import PeriodicEvaluator
-from difflab.training.schedule import (
-    DEFAULT_EMA_LENGTH,
-    TimeBudget,
-    budget_warmup,
-    ema_decay_for,
-    format_duration,
-    learning_rate,
-    resolve_decay,
-)
+from difflab.training.schedule import RunLength, format_duration
 from difflab.training.signals import StopRequest
 
 __all__ = ["NonFiniteError", "Trainer"]
@@ -126,11 +118,9 @@ class Trainer:
         self.checkpoint: Path | None = None
         self._rng_to_restore: dict[str, torch.Tensor] | None = None
         self.watch = NonFiniteWatch(acc.device)
-        self.budget = None if optim.time_budget is None else TimeBudget(optim.budget_seconds or 0.0)
-        if self.budget is not None and clock is not None:
-            self.budget.clock = clock
+        self.length = RunLength(optim, clock)
+        self.budget = self.length.budget
         self.overran = False  # the time budget ran out (on any rank) before the estimated step count
-        self.lr_decay = resolve_decay(optim.lr_decay, budgeted=self.budget is not None)
         checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
         if checkpoint is not None:
             check_compatible(checkpoint.config, config, checkpoint.path)
@@ -153,7 +143,7 @@ class Trainer:
             except (KeyError, TypeError, IndexError, AttributeError) as err:
                 raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
                                       f"{err}); it can be sampled from but not resumed") from None
-        self._set_ema_length()
+        self.ema.decay = self.length.ema_decay()
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.evaluator = PeriodicEvaluator(config) if config.run.eval_every else None
 
@@ -172,25 +162,6 @@ class Trainer:
 
         return speed_up(model, precision=acc.mixed_precision, channels_last=self.channels_last,
                         compile_networks=run.compile, probe=probe)
-
-    def _set_ema_length(self) -> None:
-        """Cap the EMA's length at ``optim.ema_length`` of the run once its step count is known."""
-        optim = self.config.optim
-        length = optim.ema_length if optim.ema_length is not None or self.budget is None else DEFAULT_EMA_LENGTH
-        total = self.total_steps
-        if length is not None and total is not None:
-            self.ema.decay = ema_decay_for(total, optim.ema_decay, length)
-
-    @property
-    def total_steps(self) -> int | None:
-        """The run's step count: ``optim.steps``, or the budget's estimate (None before it)."""
-        return self.config.optim.steps if self.budget is None else self.budget.total_steps
-
-    def learning_rate(self, step: int) -> float:
-        """The LR of the update at ``step`` (0-based)."""
-        o, total = self.config.optim, self.total_steps
-        warmup = o.warmup_steps if self.budget is None else budget_warmup(o.warmup_steps, total)
-        return learning_rate(step, o.lr, warmup, total, self.lr_decay, o.min_lr_ratio)
 
     def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
         if resume is None:
@@ -293,19 +264,12 @@ class Trainer:
             "out_dir": str(self.out_dir),
             "tuned_grids": tuned,
             "speed": self.speed,
-            "budget": self._budget_summary(),
+            "budget": self.length.summary(),
         }
-
-    def _budget_summary(self) -> dict[str, Any] | None:
-        b = self.budget
-        if b is None:
-            return None
-        return {"seconds": b.seconds, "used_s": b.elapsed, "total_steps": b.total_steps,
-                "estimated_at": b.estimated_at, "overran": b.overrun()}
 
     def _finished(self) -> bool:
         """Whether the run is done: its step count reached, or (any rank) overran its time budget."""
-        total = self.total_steps
+        total = self.length.total_steps
         return self.overran or (total is not None and self.step >= total)
 
     def _loop(self, stop: StopRequest) -> tuple[str | None, float]:
@@ -313,7 +277,7 @@ class Trainer:
         cfg, start = self.config, self.step
         batches = iter(self.sampler)
         clock, train_time = time.perf_counter, 0.0
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=self.length.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.run.progress and self.accelerator.is_main_process))
         with bar:
             while not self._finished():
@@ -338,9 +302,9 @@ class Trainer:
                     self.save()
                 if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
                     self.preview()
-        if self.overran and self.step < (self.total_steps or 0):
+        if self.overran and self.step < (self.length.total_steps or 0):
             warnings.warn(f"optim.time_budget={self.config.optim.time_budget!r} ran out at step {self.step} of the "
-                          f"{self.total_steps} estimated after the first steps (the machine got slower); the LR "
+                          f"{self.length.total_steps} estimated after the first steps (the machine got slower); the LR "
                           "had not finished decaying", stacklevel=2)
         return None, train_time
 
@@ -358,7 +322,7 @@ class Trainer:
             if acc.num_processes > 1:
                 per_step = acc.reduce(per_step, reduction="max")  # the slowest rank sets the pace
             budget.fix_total(self.step, float(per_step))
-            self._set_ema_length()
+            self.ema.decay = self.length.ema_decay()
             bar.total = budget.total_steps
         bar.set_description(f"{format_duration(budget.left())} left", refresh=False)
 
@@ -367,7 +331,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         batch = self._batch(next(batches))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step)
+            group["lr"] = self.length.learning_rate(self.step)
         skip_mode = cfg.run.on_nonfinite == "skip"
         with acc.autocast():
             losses = self.model(batch, self.generator)  # {name: (b,)}; through DDP when distributed
@@ -483,7 +447,7 @@ class Trainer:
         record = {
             "step": self.step,
             "loss": self.last_loss,
-            "lr": self.learning_rate(self.step - 1),
+            "lr": self.length.learning_rate(self.step - 1),
             "grad_norm": grad_norm,
             "skipped": self.skipped,
             "images_per_s": round(images_per_s, 2),
