@@ -102,7 +102,7 @@ def few_step_comparison(trainer: Any, steps: int = FEW_STEPS) -> dict[str, Any] 
     tuned = model.tuned_grids  # set by the run's grid tuning (run.tune_steps)
     if tuned is None or tuned.get(sampler, steps) is None:
         return None
-    o, evaluator = trainer.config.run.eval, trainer.evaluator
+    o, evaluator = trainer.config.run.eval, trainer.outputs.evaluator
     fd = {}
     for name, grid in (("fixed", auto_grid(model.process)), ("tuned", "auto")):
         fd[name] = evaluate(model, evaluator.data, metrics=("fd",), num_samples=o.num_samples, sampler="auto",

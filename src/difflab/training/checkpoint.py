@@ -225,3 +225,17 @@ def check_compatible(saved: TrainConfig, current: TrainConfig, source: Path) -> 
     if diffs:
         raise CheckpointError(f"checkpoint {source} is incompatible with the config ({'; '.join(diffs)}); "
                               "use the checkpoint's config or a new run.out_dir")
+
+
+def resume_path_for(resume: str | os.PathLike | None, out_dir: Path) -> Path | None:
+    """The checkpoint a run continues from: None starts afresh (refusing an ``out_dir`` that already
+    holds checkpoints, so a run is never overwritten by accident); "auto" continues ``out_dir`` if
+    it holds a checkpoint; anything else is resolved (a checkpoint, ``checkpoints/`` or a run folder)."""
+    if resume is None:
+        if has_checkpoint(out_dir):
+            raise ConfigError(f"run.out_dir={str(out_dir)!r} already holds a run's checkpoints; "
+                              "resume it (--resume) or choose another run.out_dir")
+        return None
+    if str(resume) == "auto":
+        return resolve_checkpoint(out_dir) if has_checkpoint(out_dir) else None
+    return resolve_checkpoint(resume)

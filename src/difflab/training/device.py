@@ -2,15 +2,18 @@
 
 ``make_accelerator`` resolves ``optim.mixed_precision`` for the device (``difflab.nn.speed``);
 ``speed_up`` applies ``run.channels_last`` and ``run.compile`` to a model's networks and
-returns what was applied, which the run's summary reports; ``inference`` is the context in
-which previews, evaluations and grid tuning run.
+returns what was applied, which the run's summary reports; ``reproducible`` is the context a
+run trains in (deterministic kernels, fixed threads, seeded global RNG); ``inference`` is the
+context in which previews, evaluations and grid tuning run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -93,3 +96,33 @@ def inference(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn
             yield model.eval()
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def reproducible(
+    run: Any, seed: int, accelerator: Accelerator, rng_to_restore: dict[str, torch.Tensor] | None = None
+) -> Iterator[None]:
+    """Deterministic kernels (``run.deterministic``), ``run.num_threads`` and the global RNG seeded
+    with seed + rank (or set to a resumed run's ``rng_to_restore``); all restored afterwards.
+
+    The global RNG only drives randomness inside modules (dropout); every other draw of a run
+    uses its own generators.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    if run.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if run.num_threads is not None:
+        torch.set_num_threads(run.num_threads)
+    device = accelerator.device
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + accelerator.process_index)
+            if rng_to_restore is not None:
+                torch.set_rng_state(rng_to_restore["global"])
+                if "cuda" in rng_to_restore and device.type == "cuda":
+                    torch.cuda.set_rng_state(rng_to_restore["cuda"], device)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.set_num_threads(previous[1])

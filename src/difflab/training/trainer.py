@@ -31,7 +31,6 @@ Outputs in ``run.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``loss.png``, ``
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -45,29 +44,25 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from difflab.data import ResumableBatchSampler, random_hflip
-from difflab.errors import CheckpointError, ConfigError
-from difflab.evaluation.figures import save_image_grid
+from difflab.errors import CheckpointError
 from difflab.models import GenerativeModel
-from difflab.models.artefact import MODEL_DIR
-from difflab.models.tuning import tune_model_grids
 from difflab.nn.speed import resolve_channels_last
 from difflab.samplers import TunedGrid
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
     Checkpoint,
     check_compatible,
-    has_checkpoint,
     load_checkpoint,
-    resolve_checkpoint,
+    resume_path_for,
     save_run_checkpoint,
     step_dir_name,
 )
 from difflab.training.config import TrainConfig
-from difflab.training.device import SpeedSettings, inference, make_accelerator, speed_up
+from difflab.training.device import SpeedSettings, make_accelerator, reproducible, speed_up
 from difflab.training.ema import EMA
-from difflab.training.metrics import MetricsLog, plot_eval_curves, plot_loss_curve
+from difflab.training.metrics import MetricsLog
 from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
-from difflab.training.periodic_eval import PeriodicEvaluator
+from difflab.training.outputs import RunOutputs
 from difflab.training.schedule import RunLength, format_duration
 from difflab.training.signals import StopRequest
 
@@ -101,7 +96,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(config.run.out_dir)
-        resume_path = self._resume_path(resume)
+        resume_path = resume_path_for(resume, self.out_dir)
         self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision)
         acc, optim = self.accelerator, config.optim
         self.dataset, model = build_components(config)
@@ -145,7 +140,7 @@ class Trainer:
                                       f"{err}); it can be sampled from but not resumed") from None
         self.ema.decay = self.length.ema_decay()
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
-        self.evaluator = PeriodicEvaluator(config) if config.run.eval_every else None
+        self.outputs = RunOutputs(config, self.accelerator, self.metrics)
 
     # --- set-up ----------------------------------------------------------------------------
     def _speed_up(self, model: GenerativeModel) -> SpeedSettings:
@@ -162,16 +157,6 @@ class Trainer:
 
         return speed_up(model, precision=acc.mixed_precision, channels_last=self.channels_last,
                         compile_networks=run.compile, probe=probe)
-
-    def _resume_path(self, resume: str | os.PathLike | None) -> Path | None:
-        if resume is None:
-            if has_checkpoint(self.out_dir):
-                raise ConfigError(f"run.out_dir={str(self.out_dir)!r} already holds a run's checkpoints; "
-                                  "resume it (--resume) or choose another run.out_dir")
-            return None
-        if str(resume) == "auto":
-            return resolve_checkpoint(self.out_dir) if has_checkpoint(self.out_dir) else None
-        return resolve_checkpoint(resume)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
@@ -235,7 +220,8 @@ class Trainer:
         budget's seconds, the training seconds used, the estimated steps and the step at
         which they were estimated, and whether it overran).
         """
-        with self._reproducible(), StopRequest() as stop:
+        with reproducible(self.config.run, self.config.optim.seed, self.accelerator, self._rng_to_restore), \
+                StopRequest() as stop:
             self._prepare_out_dir()
             if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
                 self.evaluate(unless_logged=True)
@@ -402,33 +388,6 @@ class Trainer:
         return flags[0]
 
     # --- outputs ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _reproducible(self) -> Iterator[None]:
-        """Deterministic kernels, fixed threads and seeded global RNG for the run; restored after.
-
-        The global RNG only drives randomness inside modules (dropout); every other draw uses
-        ``self.generator``.
-        """
-        run, acc = self.config.run, self.accelerator
-        previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
-        if run.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-        if run.num_threads is not None:
-            torch.set_num_threads(run.num_threads)
-        devices = [acc.device] if acc.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.config.optim.seed + acc.process_index)
-                if self._rng_to_restore is not None:
-                    torch.set_rng_state(self._rng_to_restore["global"])
-                    if "cuda" in self._rng_to_restore and acc.device.type == "cuda":
-                        torch.cuda.set_rng_state(self._rng_to_restore["cuda"], acc.device)
-                yield
-        finally:
-            torch.use_deterministic_algorithms(previous[0])
-            torch.set_num_threads(previous[1])
-
     def _prepare_out_dir(self) -> None:
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -513,54 +472,18 @@ class Trainer:
 
     def preview(self) -> Path | None:
         """Sample a grid with the EMA weights to ``samples/step_XXXXXXX.png`` (main process)."""
-        path = None
-        if self.accelerator.is_main_process:
-            s = self.config.run.sample
-            with inference(self.ema.module, self.accelerator.device) as model:
-                x = model.sample(s.num, seed=self.config.optim.seed)  # the run.sample defaults are the model's
-            path = save_image_grid(x, self.out_dir / "samples" / f"{step_dir_name(self.step)}.png")
-        self.accelerator.wait_for_everyone()
-        return path
+        return self.outputs.preview(self.ema.module, self.step)
 
     def tune_grids(self) -> list[tuple[TunedGrid, float]]:
-        """Tune time grids for ``run.tune_steps`` to the EMA weights of the last checkpoint (main
-        process; the others wait); returns (TunedGrid, seconds) per step count."""
-        done: list[tuple[TunedGrid, float]] = []
-        steps = self.config.run.tune_steps
-        if steps and self.checkpoint is not None and self.accelerator.is_main_process:
-            with inference(self.ema.module, self.accelerator.device) as model:
-                done = tune_model_grids(self.checkpoint / MODEL_DIR, model, steps, seed=self.config.optim.seed,  # type: ignore[arg-type]
-                                        device=self.accelerator.device)
-        self.accelerator.wait_for_everyone()
-        return done
-
-    def _eval_due(self) -> bool:
-        every = self.config.run.eval_every
-        return self.evaluator is not None and self.step > 0 and self.step % every == 0
+        """Tune ``run.tune_steps`` grids to the EMA weights of the last checkpoint (main process)."""
+        return self.outputs.tune_grids(self.ema.module, self.checkpoint)
 
     def evaluate(self, *, unless_logged: bool = False) -> dict[str, Any] | None:
-        """Evaluate the EMA weights now (main process; the others wait) and log the result.
+        """Evaluate the EMA weights now and log the result (``RunOutputs.evaluate``)."""
+        return self.outputs.evaluate(self.ema.module, self.step, unless_logged=unless_logged)
 
-        Appends ``{"step", "eval", "protocol", "seconds"}`` to metrics.jsonl, redraws
-        ``eval.png`` and returns the record (None on other ranks, without ``run.eval_every``,
-        or with ``unless_logged`` when the log already holds this step's evaluation).
-        """
-        record = None
-        main = self.evaluator is not None and self.accelerator.is_main_process
-        if main and not (unless_logged and self._eval_logged()):
-            t0 = time.perf_counter()
-            with inference(self.ema.module, self.accelerator.device) as model:
-                result = self.evaluator(model)
-            record = {"step": self.step, **result, "seconds": round(time.perf_counter() - t0, 2)}
-            self.metrics.append(record)
-            plot_eval_curves(self.metrics.read(), self.out_dir / "eval.png")
-        self.accelerator.wait_for_everyone()
-        return record
-
-    def _eval_logged(self) -> bool:
-        """Whether metrics.jsonl already holds the evaluation of this step."""
-        return any(r.get("step") == self.step and "eval" in r for r in self.metrics.read())
+    def _eval_due(self) -> bool:
+        return self.outputs.eval_due(self.step)
 
     def _plot(self) -> None:
-        if self.accelerator.is_main_process:
-            plot_loss_curve(self.metrics.read(), self.out_dir / "loss.png")
+        self.outputs.plot_loss()
