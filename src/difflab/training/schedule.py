@@ -20,12 +20,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from difflab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from difflab.training.sections import OptimConfig
 
 LRDecay = Literal["auto", "none", "cosine", "linear"]
 LR_DECAYS = ("auto", "none", "cosine", "linear")
@@ -174,46 +171,3 @@ class TimeBudget:
         for key in STATE_KEYS:
             setattr(self, key, state[key])
 
-
-class RunLength:
-    """A run's length (``optim.steps``, or ``optim.time_budget`` through a ``TimeBudget``) and
-    the learning rate and EMA decay that follow it.
-
-    Args:
-        optim: the run's ``optim`` section.
-        clock: the budget's clock (default ``time.perf_counter``).
-    """
-
-    def __init__(self, optim: OptimConfig, clock: Callable[[], float] | None = None) -> None:
-        self.optim = optim
-        self.budget = None if optim.time_budget is None else TimeBudget(parse_duration(optim.time_budget))
-        if self.budget is not None and clock is not None:
-            self.budget.clock = clock
-        self.decay = resolve_decay(optim.lr_decay, budgeted=self.budget is not None)
-
-    @property
-    def total_steps(self) -> int | None:
-        """``optim.steps``, or the budget's estimate (None before it is made)."""
-        return self.optim.steps if self.budget is None else self.budget.total_steps
-
-    def learning_rate(self, step: int) -> float:
-        """The LR of the update at ``step`` (0-based); a budget run's warm-up is ``budget_warmup``."""
-        o, total = self.optim, self.total_steps
-        warmup = o.warmup_steps if self.budget is None else budget_warmup(o.warmup_steps, total)
-        return learning_rate(step, o.lr, warmup, total, self.decay, o.min_lr_ratio)
-
-    def ema_decay(self) -> float:
-        """The EMA decay: ``optim.ema_decay`` capped by ``optim.ema_length`` of the run once its
-        length is known (``DEFAULT_EMA_LENGTH`` for budget runs without one)."""
-        o, total = self.optim, self.total_steps
-        length = o.ema_length if o.ema_length is not None or self.budget is None else DEFAULT_EMA_LENGTH
-        return o.ema_decay if length is None or total is None else ema_decay_for(total, o.ema_decay, length)
-
-    def summary(self) -> dict[str, Any] | None:
-        """None for a step run; else the budget, the training seconds used, the estimated steps,
-        the step at which they were estimated, and whether the run overran."""
-        b = self.budget
-        if b is None:
-            return None
-        return {"seconds": b.seconds, "used_s": b.elapsed, "total_steps": b.total_steps,
-                "estimated_at": b.estimated_at, "overran": b.overrun()}

@@ -58,12 +58,18 @@ from difflab.training.checkpoint import (
     step_dir_name,
 )
 from difflab.training.config import TrainConfig
-from difflab.training.device import SpeedSettings, make_accelerator, reproducible, speed_up
+from difflab.training.device import (
+    SpeedSettings,
+    make_accelerator,
+    reproducible,
+    speed_up,
+)
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog
 from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
 from difflab.training.outputs import RunOutputs
-from difflab.training.schedule import RunLength, format_duration
+from difflab.training.run_length import RunLength
+from difflab.training.schedule import format_duration
 from difflab.training.signals import StopRequest
 
 __all__ = ["NonFiniteError", "Trainer"]
