@@ -122,3 +122,24 @@ def test_trainer_reports_the_speed_settings_it_used(tmp_path):
     summary = Trainer(config).train()
     assert summary["speed"].channels_last and summary["speed"].precision == "no" and summary["speed"].compiled == ()
     assert summary["steps"] == 2
+
+
+def test_bf16_on_a_cpu_without_bf16_units_trains_in_fp32_with_a_warning(monkeypatch):
+    from difflab.training.device import make_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.setattr(speed, "native_bf16", lambda device: False)
+    accelerator, messages = caught_warnings(lambda: make_accelerator("bf16"))
+    assert accelerator.mixed_precision == "no"
+    assert len(messages) == 1 and "no bf16 units" in messages[0] and "\n" not in messages[0]
+
+
+def test_dataset_moves_to_a_device_unchanged():
+    from difflab.data import load_dataset
+
+    data = load_dataset("digits", split="test")
+    moved = data.to("cpu")
+    idx = torch.tensor([3, 1, 4])
+    assert torch.equal(moved.batch(idx)[0], data.batch(idx)[0]) and torch.equal(moved.batch(idx)[1], data.batch(idx)[1])
+    assert moved.num_levels == data.num_levels and moved.name == data.name

@@ -8,7 +8,7 @@ for 8-bit images, 17 for sklearn's digits). difflab models see ``x = 2 v / (L - 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -73,3 +73,9 @@ class ImageDataset:
         """Images (B, C, H, W) and labels (B,) (or None) at ``indices`` (B,) int64."""
         labels = None if self.labels is None else self.labels[indices]
         return self.images[indices], labels
+
+    def to(self, device: torch.device | str) -> ImageDataset:
+        """The same dataset with images and labels on ``device`` (a GPU run then indexes batches
+        there, with no host-to-device copy per step)."""
+        labels = None if self.labels is None else self.labels.to(device)
+        return replace(self, images=self.images.to(device), labels=labels)

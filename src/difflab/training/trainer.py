@@ -73,6 +73,7 @@ from difflab.training.schedule import format_duration
 from difflab.training.signals import StopRequest
 
 __all__ = ["NonFiniteError", "Trainer"]
+MAX_DEVICE_DATA_BYTES = 2**31  # datasets up to 2 GiB (CIFAR-10 train is 0.6 GB as float32) live on the GPU
 
 
 class Trainer:
@@ -107,6 +108,8 @@ class Trainer:
         acc, optim = self.accelerator, config.optim
         self.dataset, model = build_components(config)
         self.image_shape = image_shape(self.dataset)
+        resident = acc.device.type != "cpu" and self.dataset.images.nbytes <= MAX_DEVICE_DATA_BYTES
+        self.train_data = self.dataset.to(acc.device) if resident else self.dataset  # where batches are indexed
         self.sampler = ResumableBatchSampler(
             len(self.dataset), optim.batch_size, seed=optim.seed,
             num_replicas=acc.num_processes, rank=acc.process_index,
@@ -353,7 +356,7 @@ class Trainer:
         """This rank's images (b, C, H, W) on the device, and their class labels if the model takes them
         (dropping them for guidance training is the model's ``conditioning.drop``)."""
         model = model if model is not None else self.unwrapped_model
-        x0, labels = self.dataset.batch(indices)
+        x0, labels = self.train_data.batch(indices.to(self.train_data.images.device))
         x0 = x0.to(self.accelerator.device, non_blocking=True)
         if self.channels_last and x0.dim() == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
