@@ -10,8 +10,8 @@ stored, so the LR decay and the EMA length fit the run). Speed switches
 One step: take this rank's slice of the global batch (``ResumableBatchSampler``), ask the
 model for its losses (``model.losses(batch, generator)``: the family draws its times, noise
 and condition drops from the rank's generator; no formula lives here), back-propagate their
-sum, clip, AdamW (one parameter group per ``model.param_groups()`` entry) with a linear
-warm-up, ``model.after_step()``, EMA update. State fitted to data (IHDM's prior) is fitted
+sum, clip, AdamW (one parameter group per ``model.param_groups()`` entry) at the LR of
+``RunLength`` (warm-up, then optional decay), ``model.after_step()``, EMA update. State fitted to data (IHDM's prior) is fitted
 once before the first step (``model.fit``) and saved inside the model artefact. Runs on one CPU process by default and on many with
 ``accelerate launch`` (DDP averages gradients, so every rank holds the same weights and EMA).
 
@@ -63,6 +63,7 @@ from difflab.training.device import (
     make_accelerator,
     reproducible,
     speed_up,
+    synchronize,
 )
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog
@@ -234,7 +235,7 @@ class Trainer:
             self._prepare_out_dir()
             if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
                 self.evaluate(unless_logged=True)
-            start_step, t0, train_time = self.step, time.perf_counter(), 0.0
+            start_step, t0 = self.step, time.perf_counter()
             stopped_by, train_time = self._loop(stop)
             wall = time.perf_counter() - t0
             self._check_finite()
@@ -282,6 +283,8 @@ class Trainer:
                 self._train_step(batches)
                 self.step += 1
                 if self.budget is not None:
+                    if self.budget.total_steps is None:  # time the estimation window's steps exactly
+                        synchronize(self.accelerator.device)
                     self.budget.stop(self.step)
                     self._estimate_steps(bar)
                 train_time += clock() - t
