@@ -150,3 +150,13 @@ def test_resume_with_another_budget_is_refused_in_one_line(tmp_path):
     Trainer(load_config(None, [*TINY[:3], "optim.steps=2", *TINY[4:], f"run.out_dir={tmp_path / 'steps'}"])).train()
     with pytest.raises(CheckpointError, match="not a time-budget run"):
         budget_trainer(tmp_path / "steps", "9s", resume="auto")
+
+
+def test_every_family_trains_to_a_budget(tmp_path):
+    """The budget lives in the trainer, not in a family: IHDM (its own loss and sampler) runs to it too."""
+    trainer = budget_trainer(tmp_path / "ihdm", "6s", "process.kind=heat", "process.K=5", "run.sample.steps=5",
+                             "run.sample.sampler=ihdm", "run.sample.clip_x0=null")
+    summary = trainer.train()
+    assert trainer.unwrapped_model.family == "ihdm"
+    assert summary["steps"] == summary["budget"]["total_steps"] == 12 and not summary["budget"]["overran"]
+    assert trainer.optimizer.param_groups[0]["lr"] == trainer.config.optim.lr * trainer.config.optim.min_lr_ratio
