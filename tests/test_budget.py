@@ -160,3 +160,12 @@ def test_every_family_trains_to_a_budget(tmp_path):
     assert trainer.unwrapped_model.family == "ihdm"
     assert summary["steps"] == summary["budget"]["total_steps"] == 12 and not summary["budget"]["overran"]
     assert trainer.optimizer.param_groups[0]["lr"] == trainer.config.optim.lr * trainer.config.optim.min_lr_ratio
+
+
+def test_cli_budget_beside_an_explicit_step_count_exits_2_and_writes_nothing(tmp_path, capsys):
+    from difflab.cli.main import main
+
+    out = tmp_path / "both"
+    assert main(["train", "--config", "digits-gauss", "--budget", "1m", "optim.steps=5", f"run.out_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "both set" in err and not out.exists()

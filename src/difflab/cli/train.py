@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from difflab.training.trainer import Trainer
 
     split_resume_override(args)
-    if args.budget is not None:
-        args.overrides = [*args.overrides, f"optim.time_budget={args.budget}", "optim.steps=null"]
+    if args.budget is not None:  # replaces the config's step count, not one given beside it (that is an error)
+        steps_given = any(o.strip().startswith("optim.steps=") for o in args.overrides)
+        args.overrides = [*args.overrides, f"optim.time_budget={args.budget}", *([] if steps_given else ["optim.steps=null"])]
     if args.list_configs:
         for name, path in sorted(shipped_configs().items()):
             print(f"{name}\t{path}")
