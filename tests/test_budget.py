@@ -6,6 +6,7 @@ The fake clock advances one second per reading and the trainer reads it twice pe
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -60,7 +61,7 @@ def test_steps_and_budget_are_exclusive_and_steps_default_to_2000():
 def test_decay_ends_exactly_at_min_lr_and_never_rises_after_warmup(decay):
     lrs = [learning_rate(s, 1e-3, 10, 100, decay, 0.1) for s in range(100)]
     assert lrs[:10] == pytest.approx([1e-3 * (s + 1) / 10 for s in range(10)], rel=1e-12)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == 1e-3 * 0.1
     assert learning_rate(50, 1e-3, 10, None, decay, 0.1) == 1e-3  # before the estimate: no decay yet
     assert learning_rate(50, 1e-3, 10, 100, "none", 0.1) == 1e-3
