@@ -42,7 +42,8 @@ from difflab.evaluation import EXTRACTORS, extract, frechet_distance, make_extra
 from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features, random_network
 from difflab.nn import AutoencoderConfig, ConvAutoencoder, ViT, ViTConfig, fit_autoencoder
 from difflab.objectives import diffusion_loss, ldae_loss
-from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, PatchPCA, build_process, save_tokenizer
+from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, build_process
+from difflab.tokenizers import PatchPCA, save_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

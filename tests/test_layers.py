@@ -12,8 +12,8 @@ import pytest
 from conftest import train_tiny_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "difflab"
-LAYERS = ("errors", "data", "processes", "nn", "objectives", "samplers", "likelihood", "models", "evaluation",
-          "training", "cli")  # each may import only itself and layers to its left
+LAYERS = ("errors", "data", "processes", "nn", "tokenizers", "objectives", "samplers", "likelihood", "models",
+          "evaluation", "training", "cli")  # each may import only itself and layers to its left
 
 
 def layer_of(module: str) -> str | None:
@@ -90,3 +90,24 @@ def test_read_only_commands_do_not_import_the_trainer(run, tmp_path):
     assert [r[0] for r in report] == ["sample", "eval", "tune", "probe"]
     assert all(code == 0 for _, code, _ in report), done.stderr
     assert all(loaded == [] for _, _, loaded in report), report
+
+
+def test_networks_know_nothing_of_processes():
+    offenders = [f"{path.name}:{line} imports {module}" for path in sorted((SRC / "nn").glob("*.py"))
+                 for line, module in imports_of(path) if layer_of(module) == "processes"]
+    assert offenders == []
+
+
+def test_nothing_registers_itself_on_import():
+    """Process and tokenizer kinds are explicit tables, complete without importing anything else."""
+    registrars = [f"{path.relative_to(SRC)}: def {node.name}" for path in sorted(SRC.rglob("*.py"))
+                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                  if isinstance(node, ast.FunctionDef) and node.name.startswith("register")]
+    assert registrars == []
+    code = ("import difflab.processes as p, difflab.tokenizers as t, json, sys; "
+            "print(json.dumps([sorted(p.PROCESSES), sorted(t.TOKENIZERS)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1],
+                         env={"PYTHONPATH": str(SRC.parent), "PATH": ""})
+    processes, tokenizers = json.loads(out.stdout)
+    assert processes == ["blurring", "dae", "gaussian", "heat"]
+    assert tokenizers == ["autoencoder", "kl_vae", "patch_pca"]

@@ -18,7 +18,7 @@ from difflab.evaluation.probe import (
     probe_layers,
 )
 from difflab.nn import ViT, ViTConfig, build_network
-from difflab.processes import PatchPCA, save_tokenizer
+from difflab.tokenizers import PatchPCA, save_tokenizer
 
 
 def separable(n: int, dim: int = 12, classes: int = 4, flip: float = 0.0, seed: int = 0):

@@ -9,17 +9,9 @@ import torch
 
 import difflab
 from difflab.errors import CheckpointError, ConfigError, DataError
-from difflab.processes import (
-    DAEDiffusion,
-    GaussianDiffusion,
-    LatentDiffusion,
-    PatchPCA,
-    build_process,
-    load_tokenizer,
-    save_tokenizer,
-)
+from difflab.processes import DAEDiffusion, GaussianDiffusion, LatentDiffusion, build_process
 from difflab.processes.analytic import GaussianData
-from difflab.processes.tokenizers import patchify, unpatchify
+from difflab.tokenizers import PatchPCA, load_tokenizer, patchify, save_tokenizer, unpatchify
 
 
 def correlated_images(n: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

@@ -8,12 +8,8 @@ import torch
 from difflab.data import load_dataset
 from difflab.errors import DataError
 from difflab.nn.autoencoder import AutoencoderConfig, ConvAutoencoder, fit_autoencoder
-from difflab.processes import (
-    GaussianDiffusion,
-    LatentDiffusion,
-    load_tokenizer,
-    save_tokenizer,
-)
+from difflab.processes import GaussianDiffusion, LatentDiffusion
+from difflab.tokenizers import load_tokenizer, save_tokenizer
 
 
 @pytest.fixture(scope="module")

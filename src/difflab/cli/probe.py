@@ -37,7 +37,8 @@ from difflab.evaluation.probe import (
     probe_layers,
     random_network,
 )
-from difflab.processes import DiagonalGaussianProcess, Tokenizer, load_tokenizer
+from difflab.processes import DiagonalGaussianProcess, Tokenizer
+from difflab.tokenizers import load_tokenizer
 
 INPUTS = ("auto", "image", "latent")
 
@@ -98,7 +99,6 @@ def probe_splits(name: str, path: str | None, n_train: int, n_test: int, seed: i
 # --- network input -----------------------------------------------------------------------------------
 def find_tokenizer(model_dir: Path) -> Tokenizer | None:
     """The tokenizer saved beside the model (``<checkpoint>/tokenizer``) or in its run folder's ``tokenizer``."""
-    import difflab.nn  # noqa: F401  (registers the network tokenizers)
 
     checkpoint = model_dir.parent
     for folder in (model_dir / "tokenizer", checkpoint / "tokenizer", checkpoint.parent.parent / "tokenizer"):

@@ -11,7 +11,7 @@ autoencoder (``variational=False``) drops the KL term and the sampling (Chen et 
 Sec. 4.2, "patch-wise AE" without patches). Like LDM's ``scale_factor``, ``encode`` multiplies
 the posterior mean by a fitted ``latent_scale`` so latents have unit variance before diffusion.
 
-Both expose the tokenizer interface of ``difflab.processes.tokenizers`` (encode, decode,
+Both expose the tokenizer interface of ``difflab.processes.Tokenizer`` (encode, decode,
 latent_shape, config, tensors) and are saved with ``save_tokenizer`` as safetensors + JSON.
 """
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difflab.errors import CheckpointError, ConfigError, DataError
-from difflab.processes.tokenizers import check_divisible, register_tokenizer
+from difflab.nn.checks import check_divisible
 
 
 @dataclass
@@ -169,8 +169,6 @@ class ConvAutoencoder(nn.Module):
         return model.eval()
 
 
-register_tokenizer("autoencoder", ConvAutoencoder.from_saved)
-register_tokenizer("kl_vae", ConvAutoencoder.from_saved)
 
 
 def fit_autoencoder(

@@ -1,8 +1,8 @@
-"""Validation of the fields every network config shares (sizes, dropout, num_classes)."""
+"""Validation of the fields every network config shares (sizes, dropout, num_classes), and of image shapes."""
 
 from __future__ import annotations
 
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, DataError
 
 
 def check_common_fields(
@@ -18,4 +18,12 @@ def check_common_fields(
     if num_classes is not None and num_classes < 1:
         raise ConfigError(
             f"{owner}.num_classes={num_classes} must be >= 1, or None for unconditional"
+        )
+
+
+def check_divisible(shape: tuple[int, ...], factor: int, what: str) -> None:
+    """Raise ``DataError`` unless H and W of ``shape`` (..., H, W) are multiples of ``factor``."""
+    if len(shape) != 4 or shape[-2] % factor or shape[-1] % factor:
+        raise DataError(
+            f"{what} needs images (B, C, H, W) with H and W multiples of {factor}; got shape {tuple(shape)}"
         )

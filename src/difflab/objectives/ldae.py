@@ -34,7 +34,8 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.objectives.losses import sample_times
-from difflab.processes import DiagonalGaussianProcess, PatchPCA, Tokenizer
+from difflab.processes import DiagonalGaussianProcess, Tokenizer
+from difflab.tokenizers import PatchPCA
 
 LDAESpace = Literal["latent", "inverse_pca", "image"]
 LDAE_SPACES: tuple[str, ...] = ("latent", "inverse_pca", "image")

@@ -1,19 +1,29 @@
 """Forward processes: bases, schedules, marginals, posteriors and prediction views."""
 
-from difflab.processes.bases import Basis, DCTBasis, IdentityBasis, dct_frequencies_squared, dct_matrix
+from difflab.processes.bases import (
+    Basis,
+    DCTBasis,
+    IdentityBasis,
+    dct_frequencies_squared,
+    dct_matrix,
+)
+from difflab.processes.build import PROCESSES, build_process
 from difflab.processes.diffusion import (
-    PROCESSES,
     BlurringDiffusion,
     DiagonalGaussianProcess,
     GaussianDiffusion,
-    build_process,
-    register_process,
 )
 from difflab.processes.heat import HeatDissipation, HeatPrior, fit_heat_prior
 from difflab.processes.latent import NOISE_LEVELS, DAEDiffusion, LatentDiffusion
-from difflab.processes.predictions import PREDICTIONS, Prediction, make_target, split_prediction, x0_error_factor
+from difflab.processes.predictions import (
+    PREDICTIONS,
+    Prediction,
+    make_target,
+    split_prediction,
+    x0_error_factor,
+)
 from difflab.processes.schedules import CosineLogSNR, LinearDDPM, make_schedule
-from difflab.processes.tokenizers import PatchPCA, Tokenizer, load_tokenizer, save_tokenizer
+from difflab.processes.tokenizers import Tokenizer
 
 __all__ = [
     "NOISE_LEVELS",
@@ -31,18 +41,14 @@ __all__ = [
     "IdentityBasis",
     "LatentDiffusion",
     "LinearDDPM",
-    "PatchPCA",
     "Prediction",
     "Tokenizer",
     "build_process",
     "dct_frequencies_squared",
     "dct_matrix",
     "fit_heat_prior",
-    "load_tokenizer",
     "make_schedule",
     "make_target",
-    "register_process",
-    "save_tokenizer",
     "split_prediction",
     "x0_error_factor",
 ]

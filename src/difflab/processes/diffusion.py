@@ -37,7 +37,12 @@ from typing import Any, ClassVar
 import torch
 
 from difflab.errors import ConfigError, check_choice
-from difflab.processes.bases import Basis, DCTBasis, IdentityBasis, dct_frequencies_squared
+from difflab.processes.bases import (
+    Basis,
+    DCTBasis,
+    IdentityBasis,
+    dct_frequencies_squared,
+)
 from difflab.processes.noise import Generator, standard_normal
 from difflab.processes.schedules import (
     SCHEDULES,
@@ -259,28 +264,3 @@ class BlurringDiffusion(DiagonalGaussianProcess):
         a, sigma = alpha_sigma_from_logsnr(self._schedule.logsnr(t).reshape(-1, 1, 1, 1))  # type: ignore[attr-defined]
         d = self.frequency_scaling(t, shape[-2], shape[-1])
         return a * d, sigma
-
-
-PROCESSES: dict[str, type[DiagonalGaussianProcess]] = {
-    "gaussian": GaussianDiffusion,
-    "blurring": BlurringDiffusion,
-}
-
-
-def register_process(cls: type[DiagonalGaussianProcess]) -> type[DiagonalGaussianProcess]:
-    """Make a process class buildable from its config (``cls.kind`` -> ``cls``)."""
-    PROCESSES[cls.kind] = cls
-    return cls
-
-
-def build_process(config: dict[str, Any]) -> DiagonalGaussianProcess:
-    """The process described by ``config`` (``{"kind": ..., **fields}``), as saved by ``.config()``."""
-    config = dict(config)
-    kind = config.pop("kind", None)
-    check_choice("process.kind", kind, sorted(PROCESSES))
-    cls = PROCESSES[kind]
-    allowed = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for process '{kind}'; allowed: {sorted(allowed)}")
-    return cls(**config)

@@ -57,11 +57,10 @@ import torch
 
 from difflab.errors import CheckpointError, ConfigError, DataError
 from difflab.processes.bases import Basis, DCTBasis, dct_frequencies_squared
-from difflab.processes.diffusion import DiagonalGaussianProcess, register_process
+from difflab.processes.diffusion import DiagonalGaussianProcess
 from difflab.processes.noise import Generator, standard_normal
 
 
-@register_process
 @dataclass(frozen=True)
 class HeatDissipation(DiagonalGaussianProcess):
     """IHDM's forward process: heat flow in the DCT basis plus constant noise ``sigma``.
@@ -242,7 +241,9 @@ class HeatPrior:
         """Read a prior written by ``save``; raises ``CheckpointError`` on a wrong or broken file."""
         from safetensors import safe_open
 
-        from difflab.processes.diffusion import build_process
+        from difflab.processes.build import (
+            build_process,  # the table imports this module
+        )
 
         path = Path(path)
         if not path.is_file():

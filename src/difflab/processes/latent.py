@@ -42,7 +42,7 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.processes.bases import Basis, IdentityBasis
-from difflab.processes.diffusion import DiagonalGaussianProcess, register_process
+from difflab.processes.diffusion import DiagonalGaussianProcess
 from difflab.processes.tokenizers import Tokenizer
 
 
@@ -125,4 +125,3 @@ class DAEDiffusion(DiagonalGaussianProcess):
         return ones, self.sigma_single * ones
 
 
-register_process(DAEDiffusion)
