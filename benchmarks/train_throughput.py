@@ -21,6 +21,8 @@ only ``difflab.nn``; diffusers uses ``DDPMScheduler.add_noise`` with integer tim
 
     PYTHONPATH=src python benchmarks/train_throughput.py --threads 2
     PYTHONPATH=src python benchmarks/train_throughput.py --modes fp32 compile --tasks train
+    PYTHONPATH=src python benchmarks/train_throughput.py --modes fp32 --tasks train --optimizer library \
+        --out benchmarks/results/train_throughput_optimizer.json
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def bench(case: Case, mode: Mode, task: str, args: argparse.Namespace) -> dict:
             net.to(memory_format=torch.channels_last)
         if task == "train":
             net.train()
-            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+            opt = optimizer(name, net, args.optimizer)
             step = difflab_step if name == "difflab" else diffusers_step_fn()
             fn = (lambda step=step, net=net, opt=opt: step(net, opt, x, g))
         else:
@@ -236,6 +238,7 @@ def bench(case: Case, mode: Mode, task: str, args: argparse.Namespace) -> dict:
         if round_ == 0 and time.perf_counter() - t0 > args.slow_round_s:
             break  # a slow mode (emulated bf16, a slow compiled graph): one round is enough to rank it
     result = {"case": case.name, "mode": mode.name, "task": task, "batch_size": args.batch_size,
+              "optimizer": args.optimizer if task == "train" else None,
               "bf16": mode.bf16, "channels_last": mode.channels_last, "compile": mode.compile}
     for name, net in nets.items():
         result[f"{name}_params"] = count_parameters(net)
@@ -245,6 +248,18 @@ def bench(case: Case, mode: Mode, task: str, args: argparse.Namespace) -> dict:
     result["ratio_difflab_over_diffusers"] = result["difflab_images_per_s"] / result["diffusers_images_per_s"]
     print(row(result), flush=True)
     return result
+
+
+def optimizer(side: str, net: nn.Module, choice: str) -> torch.optim.Optimizer:
+    """AdamW for one side: torch's default implementation on both ("same": compares the networks),
+    or each library's own ("library": difflab's trainer uses the fused kernel,
+    ``difflab.training.optimizer.adamw``; diffusers' training examples use the default one)."""
+    if choice == "library" and side == "difflab":
+        from difflab.training.optimizer import adamw
+
+        return adamw([{"params": list(net.parameters())}], torch.device("cpu"), lr=1e-4, betas=(0.9, 0.999),
+                     weight_decay=0.0)
+    return torch.optim.AdamW(net.parameters(), lr=1e-4)
 
 
 def slow_bf16(mode: Mode) -> bool:
@@ -290,6 +305,9 @@ def parse_args() -> argparse.Namespace:
                    help="time only one round when the first takes longer than this (seconds)")
     p.add_argument("--modes", nargs="+", default=list(modes(False)), choices=list(modes(False)))
     p.add_argument("--tasks", nargs="+", default=["train", "sample"], choices=["train", "sample"])
+    p.add_argument("--optimizer", default="same", choices=["same", "library"],
+                   help="same: torch's default AdamW on both sides (compares the networks); library: each "
+                        "library's own (difflab's trainer fuses it, diffusers' examples do not)")
     p.add_argument("--cases", nargs="+", default=[c.name for c in CASES], choices=[c.name for c in CASES])
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
     return p.parse_args()
@@ -326,6 +344,7 @@ def write(args: argparse.Namespace, results: list[dict], native: bool, load_befo
         "batch_size": args.batch_size,
         "warmup": args.warmup,
         "compile": "torch.compile(backend='inductor', mode=None) on both sides (nn.Module.compile)",
+        "optimizer": args.optimizer,
         "bf16": "torch.autocast('cpu', dtype=torch.bfloat16) around each step/sampling call on both sides",
         "device": "cpu",
         "load_average_1min_before_after": [load_before, os.getloadavg()[0]],

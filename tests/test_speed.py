@@ -143,3 +143,24 @@ def test_dataset_moves_to_a_device_unchanged():
     idx = torch.tensor([3, 1, 4])
     assert torch.equal(moved.batch(idx)[0], data.batch(idx)[0]) and torch.equal(moved.batch(idx)[1], data.batch(idx)[1])
     assert moved.num_levels == data.num_levels and moved.name == data.name
+
+
+def test_the_trainers_fused_adamw_matches_the_for_loop_update():
+    from difflab.training.optimizer import adamw
+
+    torch.manual_seed(0)
+    nets = [tiny_model().network for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = adamw([{"params": list(nets[0].parameters())}], torch.device("cpu"), lr=1e-3, betas=(0.9, 0.999),
+                  weight_decay=0.01)
+    plain = torch.optim.AdamW(nets[1].parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01)
+    assert fused.defaults["fused"] is True
+    for step in range(3):
+        grads = [torch.randn_like(p, generator=torch.Generator().manual_seed(step * 1000 + i))
+                 for i, p in enumerate(nets[0].parameters())]
+        for net, opt in ((nets[0], fused), (nets[1], plain)):
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

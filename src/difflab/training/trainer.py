@@ -68,6 +68,7 @@ from difflab.training.device import (
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog
 from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
+from difflab.training.optimizer import adamw
 from difflab.training.outputs import RunOutputs
 from difflab.training.run_length import RunLength
 from difflab.training.schedule import format_duration
@@ -138,7 +139,7 @@ class Trainer:
         self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
         self.speed = self._speed_up(model)
         groups = [{"params": params, "name": name} for name, params in model.param_groups().items()]
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        optimizer = adamw(groups, acc.device, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.ema.module.to(acc.device)
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
