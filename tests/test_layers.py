@@ -100,10 +100,18 @@ def test_networks_know_nothing_of_processes():
 
 def test_nothing_registers_itself_on_import():
     """Process and tokenizer kinds are explicit tables, complete without importing anything else."""
-    registrars = [f"{path.relative_to(SRC)}: def {node.name}" for path in sorted(SRC.rglob("*.py"))
-                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-                  if isinstance(node, ast.FunctionDef) and node.name.startswith("register")]
-    assert registrars == []
+    def called_name(node: ast.AST) -> str:
+        target = node.func if isinstance(node, ast.Call) else node
+        return getattr(target, "id", None) or getattr(target, "attr", "")
+
+    registrations = []  # module-level register*(...) calls and @register* decorators run at import time
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            calls = [node.value] if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else []
+            calls += getattr(node, "decorator_list", [])
+            registrations += [f"{path.relative_to(SRC)}:{node.lineno}" for call in calls
+                              if called_name(call).startswith("register")]
+    assert registrations == []
     code = ("import difflab.processes as p, difflab.tokenizers as t, json, sys; "
             "print(json.dumps([sorted(p.PROCESSES), sorted(t.TOKENIZERS)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1],
