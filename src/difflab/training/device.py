@@ -94,13 +94,19 @@ def speed_up(
     return SpeedSettings(precision=precision, channels_last=channels_last, compiled=tuple(compiled))
 
 
+def fork_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """``torch.random.fork_rng`` of the CPU generator and, on CUDA, of ``device``'s: the global
+    random state is restored when the block ends."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 @contextlib.contextmanager
 def inference(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
     """``model`` in eval mode under ``torch.inference_mode``, with its train/eval mode and the
     global RNG (CPU, and ``device`` if CUDA) restored afterwards: sampling leaves training untouched."""
     was_training = model.training
     try:
-        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.inference_mode(), fork_rng(device):
             yield model.eval()
     finally:
         model.train(was_training)
@@ -124,7 +130,7 @@ def reproducible(
         torch.set_num_threads(run.num_threads)
     device = accelerator.device
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with fork_rng(device):
             torch.manual_seed(seed + accelerator.process_index)
             if rng_to_restore is not None:
                 torch.set_rng_state(rng_to_restore["global"])

@@ -10,6 +10,8 @@ update, so it syncs every step.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from difflab.errors import DifflabError
@@ -35,7 +37,15 @@ class NonFiniteWatch:
         first = (self.record[0] == 0) & (loss_bad | grad_bad)
         self.record = torch.where(first, entry, self.record)
 
-    def first(self) -> tuple[int, str, float] | None:
-        """(step, "loss" or "gradient norm", value) of the first non-finite step, or None (syncs)."""
-        step, quantity, value = self.record.tolist()
-        return None if step == 0 else (int(step), QUANTITIES[int(quantity)], value)
+    def first(self, gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[int, str, float] | None:
+        """(step, "loss" or "gradient norm", value) of the first non-finite step, or None (one sync).
+
+        ``gather`` (e.g. ``Accelerator.gather``) stacks every rank's record, so all ranks see
+        the earliest bad step of any rank and stop together.
+        """
+        records = self.record[None] if gather is None else gather(self.record[None])  # (world, 3)
+        bad = [r for r in records.tolist() if r[0] > 0]
+        if not bad:
+            return None
+        step, quantity, value = min(bad)
+        return int(step), QUANTITIES[int(quantity)], value

@@ -8,15 +8,16 @@ a step and the EMA decay.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from difflab.errors import CheckpointError
 from difflab.training.schedule import (
     DEFAULT_EMA_LENGTH,
     TimeBudget,
     budget_warmup,
     ema_decay_for,
     learning_rate,
-    parse_duration,
     resolve_decay,
 )
 from difflab.training.sections import OptimConfig
@@ -33,10 +34,25 @@ class RunLength:
 
     def __init__(self, optim: OptimConfig, clock: Callable[[], float] | None = None) -> None:
         self.optim = optim
-        self.budget = None if optim.time_budget is None else TimeBudget(parse_duration(optim.time_budget))
+        seconds = optim.budget_seconds
+        self.budget = None if seconds is None else TimeBudget(seconds)
         if self.budget is not None and clock is not None:
             self.budget.clock = clock
         self.decay = resolve_decay(optim.lr_decay, budgeted=self.budget is not None)
+
+    def resume(self, saved: OptimConfig, state: dict[str, Any] | None, source: Path) -> None:
+        """Continue a budget run from a checkpoint's ``optim`` section and budget state (a no-op
+        for step runs); ``CheckpointError`` if that run had no budget or another one."""
+        if self.budget is None:
+            return
+        if state is None or saved.time_budget is None:
+            raise CheckpointError(f"{source} was not a time-budget run; resume it without "
+                                  "optim.time_budget (or start a new run.out_dir)")
+        if saved.budget_seconds != self.budget.seconds:
+            raise CheckpointError(f"optim.time_budget changed from {saved.time_budget!r} to "
+                                  f"{self.optim.time_budget!r}; a budget run's schedule is fixed by its first "
+                                  "steps: resume with the same budget or start a new run.out_dir")
+        self.budget.load_state_dict(state)
 
     @property
     def total_steps(self) -> int | None:

@@ -60,6 +60,7 @@ from difflab.training.checkpoint import (
 from difflab.training.config import TrainConfig
 from difflab.training.device import (
     SpeedSettings,
+    fork_rng,
     make_accelerator,
     reproducible,
     speed_up,
@@ -67,7 +68,7 @@ from difflab.training.device import (
 )
 from difflab.training.ema import EMA
 from difflab.training.metrics import MetricsLog
-from difflab.training.nonfinite import QUANTITIES, NonFiniteError, NonFiniteWatch
+from difflab.training.nonfinite import NonFiniteError, NonFiniteWatch
 from difflab.training.optimizer import adamw
 from difflab.training.outputs import RunOutputs
 from difflab.training.run_length import RunLength
@@ -161,7 +162,7 @@ class Trainer:
 
         def probe() -> None:
             indices = torch.arange(self.config.optim.batch_size // acc.num_processes) % len(self.dataset)
-            with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), acc.autocast():
+            with fork_rng(acc.device), acc.autocast():
                 losses = model.losses(self._batch(indices, model), torch.Generator(acc.device).manual_seed(0))
                 sum(v.float().mean() for v in losses.values()).backward()
             model.zero_grad(set_to_none=True)
@@ -181,16 +182,7 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.window = {"loss_sum": torch.tensor(float(state["window"]["loss_sum"]), device=self.accelerator.device),
                        "count": int(state["window"]["count"])}
-        if self.budget is not None:
-            saved = checkpoint.config.optim.time_budget
-            if state.get("budget") is None or saved is None:
-                raise CheckpointError(f"{checkpoint.path} was not a time-budget run; resume it without "
-                                      "optim.time_budget (or start a new run.out_dir)")
-            if checkpoint.config.optim.budget_seconds != self.budget.seconds:
-                raise CheckpointError(f"optim.time_budget changed from {saved!r} to {self.config.optim.time_budget!r}; "
-                                      "a budget run's schedule is fixed by its first steps: resume with the same "
-                                      "budget or start a new run.out_dir")
-            self.budget.load_state_dict(state["budget"])
+        self.length.resume(checkpoint.config.optim, state.get("budget"), checkpoint.path)
         self.skipped = int(state["skipped"])
         self.last_loss = state.get("last_loss")
         self.last_grad_norm = state.get("last_grad_norm")
@@ -372,12 +364,10 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """``NonFiniteError`` if any rank saw a non-finite loss or gradient norm (one sync)."""
-        acc = self.accelerator
-        records = acc.gather(self.watch.record[None]) if acc.num_processes > 1 else self.watch.record[None]
-        bad = [r for r in records.tolist() if r[0] > 0]
-        if bad:
-            step, quantity, value = min(bad)
-            self._non_finite(QUANTITIES[int(quantity)], value, step=int(step))
+        first = self.watch.first(self.accelerator.gather if self.accelerator.num_processes > 1 else None)
+        if first is not None:
+            step, quantity, value = first
+            self._non_finite(quantity, value, step=step)
 
     def _non_finite(self, quantity: str, value: float, *, step: int | None = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
