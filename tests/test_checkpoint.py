@@ -53,7 +53,7 @@ def test_roundtrip_is_exact(tmp_path, parts):
     assert sorted(p.name for p in (path / "model").iterdir()) == sorted([*MODEL_FILES, "manifest.json"])
     assert sorted(p.name for p in (path / "train_state").iterdir()) == sorted([*STATE_FILES, "manifest.json"])
     ckpt = load_checkpoint(path)
-    assert ckpt.step == 7 and ckpt.config == config and ckpt.process.config() == config.process
+    assert ckpt.step == 7 and ckpt.config == config and ckpt.process.config() == config.process.config()
     for loaded, original in ((ckpt.model, model), (ckpt.ema_model, ema_model)):
         a, b = loaded.state_dict(), original.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

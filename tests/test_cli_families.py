@@ -16,7 +16,8 @@ TINY_NET = ["network.base_channels=16", "network.norm_groups=8", "network.channe
             "network.num_heads=1", "network.dropout=0.0", "optim.batch_size=8", "optim.steps=2",
             "optim.warmup_steps=1", "run.progress=false", "run.sample.num=4", "run.eval_every=0"]
 EXTRA = {"mnist-ihdm": ["process.K=5", "run.sample.steps=5"]}  # IHDM samples one step per level
-CONFIGS = sorted(name for name in shipped_configs() if name.startswith(("digits-", "mnist-")))
+LATENT = ("mnist-latent-pca", "mnist-latent-kl", "mnist-ldae")  # ViT configs: tests/test_latent.py
+CONFIGS = sorted(name for name in shipped_configs() if name.startswith(("digits-", "mnist-")) and name not in LATENT)
 
 
 def test_every_process_family_is_covered():

@@ -288,8 +288,8 @@ def test_shipped_ihdm_configs_have_the_papers_schedules() -> None:
     from difflab.training.config import load_config
 
     mnist, cifar = load_config("mnist-ihdm"), load_config("cifar10-ihdm")
-    assert build_process(mnist.process) == HeatDissipation(K=100, sigma_blur_min=0.5, sigma_blur_max=20.0, sigma=0.01)
-    assert build_process(cifar.process) == HeatDissipation(K=200, sigma_blur_min=0.5, sigma_blur_max=24.0, sigma=0.01)
+    assert mnist.process == HeatDissipation(K=100, sigma_blur_min=0.5, sigma_blur_max=20.0, sigma=0.01)
+    assert cifar.process == HeatDissipation(K=200, sigma_blur_min=0.5, sigma_blur_max=24.0, sigma=0.01)
     assert (mnist.run.sample.sampler, mnist.run.sample.steps) == ("ihdm", 100)
     assert (cifar.run.sample.sampler, cifar.run.sample.steps) == ("ihdm", 200)
 

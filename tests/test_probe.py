@@ -18,7 +18,6 @@ from difflab.evaluation.probe import (
     probe_layers,
 )
 from difflab.nn import ViT, ViTConfig, build_network
-from difflab.tokenizers import PatchPCA, save_tokenizer
 
 
 def separable(n: int, dim: int = 12, classes: int = 4, flip: float = 0.0, seed: int = 0):
@@ -120,15 +119,17 @@ def test_random_network_is_a_redrawn_copy():
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
-def save_tiny_checkpoint(directory, network: dict, process: dict, prediction: str = "eps"):
+def save_tiny_checkpoint(directory, network: dict, process: dict, prediction: str = "eps", **sections):
+    from difflab.data import load_dataset
     from difflab.models import build_model
     from difflab.training.build import model_config
     from difflab.training.checkpoint import save_checkpoint
-    from difflab.training.config import TrainConfig
+    from difflab.training.config import TrainConfig, model_family
 
     config = TrainConfig.from_dict({"data": {"name": "digits"}, "process": process, "network": network,
-                                    "objective": {"prediction": prediction}, "optim": {"steps": 1}})
-    model = build_model("diffusion", model_config(config, (1, 8, 8)), seed=0)
+                                    "objective": {"prediction": prediction}, "optim": {"steps": 1}, **sections})
+    model = build_model(model_family(config), model_config(config, (1, 8, 8)), seed=0)
+    model.fit([load_dataset("digits").images])  # a latent model's tokenizer; nothing for the others
     return save_checkpoint(directory, config=config, model=model, ema_model=model, step=0,
                            training_state={"image_shape": [1, 8, 8]})
 
@@ -155,20 +156,19 @@ def test_cli_probe_reports_model_and_baselines_for_a_unet(tmp_path, capsys):
     assert result["model"]["dim"] == 32 and result["pixels"]["accuracy"] > 0.85
 
 
-def test_cli_probe_uses_a_saved_tokenizer_for_ldae_and_latent_networks(tmp_path, capsys):
-    from difflab.data import load_dataset
-
-    pca = PatchPCA.fit(load_dataset("digits").images, patch_size=4, components=3)
+def test_cli_probe_uses_the_saved_tokenizer_of_ldae_and_latent_models(tmp_path, capsys):
     vit = {"kind": "vit", "patch_size": 4, "dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2}
-    image_ckpt = save_tiny_checkpoint(tmp_path / "ldae", {**vit, "in_channels": 1}, {"kind": "dae"}, "x0")
+    tokenizer = {"kind": "patch_pca", "patch_size": 4, "components": 3}
+    image_ckpt = save_tiny_checkpoint(tmp_path / "ldae", {**vit, "in_channels": 1}, {"kind": "dae"}, "x0",
+                                      tokenizer=tokenizer, objective={"loss": "ldae", "prediction": "x0",
+                                                                      "weighting": "dae"})
     latent_ckpt = save_tiny_checkpoint(tmp_path / "latent", {**vit, "in_channels": 3, "patch_size": 1},
-                                       {"kind": "dae"}, "x0")
-    for ckpt, mode in ((image_ckpt, "image"), (latent_ckpt, "latent")):
-        save_tokenizer(pca, ckpt / "tokenizer")
-        assert run_cli(["probe", "--checkpoint", str(ckpt), "--t", "0.01", "--clean-input", "--n-train", "200",
+                                       {"kind": "dae"}, "x0", tokenizer=tokenizer)
+    for ckpt, shape in ((image_ckpt, "(1, 8, 8)"), (latent_ckpt, "(3, 2, 2)")):
+        assert run_cli(["probe", "--checkpoint", str(ckpt), "--t", "0.01", "--n-train", "200",
                         "--n-test", "100", "--no-baselines"]) == 0
         text = capsys.readouterr().out
-        assert f"network input: {mode}" in text and "| model | 16 |" in text
+        assert f"network input: {shape} (latent model)" in text and "| model | 16 |" in text
 
 
 def test_cli_probe_rejects_bad_arguments(tmp_path, capsys):

@@ -44,7 +44,7 @@ def test_config_roundtrip_through_yaml(tmp_path):
     config = load_config("digits-blur", ["optim.lr=3e-4", "run.sample.sampler=ddim", "run.sample.eta=0.5",
                                          "network.channel_mult=[1,2]"])
     assert config.optim.lr == 3e-4 and config.run.sample.eta == 0.5
-    assert config.network["channel_mult"] == (1, 2)
+    assert config.network.channel_mult == (1, 2)
     path = tmp_path / "saved.yaml"
     path.write_text(config.to_yaml())
     again = load_config(path)
@@ -56,8 +56,8 @@ def test_config_roundtrip_through_yaml(tmp_path):
 def test_defaults_are_filled_in_and_sections_optional():
     config = TrainConfig.from_dict({"optim": {"steps": 5}})
     assert config.optim.steps == 5 and config.optim.lr == 2e-4
-    assert config.process == {"kind": "gaussian", "schedule": "cosine", "logsnr_min": -10.0, "logsnr_max": 10.0}
-    assert config.network["kind"] == "unet" and "norm_groups" in config.network
+    assert config.process.config() == {"kind": "gaussian", "schedule": "cosine", "logsnr_min": -10.0, "logsnr_max": 10.0}
+    assert config.to_dict()["network"]["kind"] == "unet" and config.network.norm_groups == 8
 
 
 @pytest.mark.parametrize("name", sorted(shipped_configs()))
@@ -65,14 +65,15 @@ def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
     kind = name.removesuffix("-cond").rsplit("-", 1)[1]  # digits-blur-cond: a class-conditional digits-blur
-    assert config.process["kind"] == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat"}[kind]
+    assert config.process.kind == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat", "pca": "gaussian",
+                                   "kl": "gaussian", "ldae": "dae"}[kind]
 
 
 def test_shipped_cifar_configs_match_the_blurring_paper_scale():
     config = load_config("cifar10-blur")
     net = config.network
-    assert (net["base_channels"], net["channel_mult"], net["attention_resolutions"]) == (128, (1, 2, 2, 2), (16,))
-    assert net["dropout"] == 0.1 and config.process["sigma_blur_max"] == 20.0 and config.optim.batch_size == 128
+    assert (net.base_channels, net.channel_mult, net.attention_resolutions) == (128, (1, 2, 2, 2), (16,))
+    assert net.dropout == 0.1 and config.process.sigma_blur_max == 20.0 and config.optim.batch_size == 128
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,8 @@ Features are the average-pooled output of one layer (a ViT block, or a UNet down
 block; ``--layer`` indexes them in forward order, default: the ViT encoder's last block or the
 UNet bottleneck), captured with a forward hook while the network denoises images noised to
 ``--t`` by the checkpoint's process (``--clean-input`` feeds the clean images, conditioned on t,
-as l-DAE does). If the checkpoint directory (or its run folder) holds a ``tokenizer/`` saved by
-``save_tokenizer``, images are encoded by it for latent networks, or noised in its latent and
-decoded (inverse PCA) for image-input networks such as l-DAE's.
+as l-DAE does). Latent models (latent diffusion, l-DAE) encode the images with their saved
+tokenizer, noise the latent, and decode it again for image-input networks such as l-DAE's.
 
 The report gives the model, raw pixels, PCA of the same dimension and a randomly initialised
 network of the same architecture, each by the protocol of ``difflab.evaluation.probe``.
@@ -37,10 +36,6 @@ from difflab.evaluation.probe import (
     probe_layers,
     random_network,
 )
-from difflab.processes import DiagonalGaussianProcess, Tokenizer
-from difflab.tokenizers import load_tokenizer
-
-INPUTS = ("auto", "image", "latent")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -52,8 +47,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--t", type=float, default=0.0, help="noise level t in [0, 1] of the features (default 0)")
     parser.add_argument("--layer", type=int, help="probe layer index in forward order (negative counts from the end)")
     parser.add_argument("--clean-input", action="store_true", help="feed clean images; t only conditions the network")
-    parser.add_argument("--input", choices=INPUTS, default="auto",
-                        help="with a tokenizer: network input 'latent' (encoded) or 'image' (decoded); auto guesses")
     parser.add_argument("--n-train", type=int, default=5000, help="probe-train images (default 5000)")
     parser.add_argument("--n-test", type=int, default=5000, help="probe-test images (default 5000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsets, noise and random baseline")
@@ -97,42 +90,15 @@ def probe_splits(name: str, path: str | None, n_train: int, n_test: int, seed: i
 
 
 # --- network input -----------------------------------------------------------------------------------
-def find_tokenizer(model_dir: Path) -> Tokenizer | None:
-    """The tokenizer saved beside the model (``<checkpoint>/tokenizer``) or in its run folder's ``tokenizer``."""
-
-    checkpoint = model_dir.parent
-    for folder in (model_dir / "tokenizer", checkpoint / "tokenizer", checkpoint.parent.parent / "tokenizer"):
-        if (folder / "tokenizer.json").is_file():
-            return load_tokenizer(folder)
-    return None
-
-
-def network_input(choice: str, model: torch.nn.Module, tokenizer: Tokenizer, image_shape: tuple[int, ...]) -> str:
-    """'latent' if the network takes the tokenizer's latents, else 'image' (``choice`` may force it)."""
-    if choice != "auto":
-        return choice
-    latent_channels = tokenizer.latent_shape((1, *image_shape))[1]
-    in_channels = getattr(getattr(model, "config", None), "in_channels", None)
-    return "latent" if in_channels == latent_channels and in_channels != image_shape[0] else "image"
-
-
-def make_prepare(process: DiagonalGaussianProcess, tokenizer: Tokenizer | None, mode: str, clean: bool,
-                 seed: int) -> InputFn:
-    """Clean images (B, C, H, W) and t (B,) -> the network input: noised by the process at t unless
-    ``clean``; with a tokenizer the noise is added to its latent, which is decoded for 'image' input."""
+def make_prepare(model: Any, clean: bool, seed: int) -> InputFn:
+    """Clean images (B, C, H, W) and t (B,) -> what the model's network sees (``network_input``):
+    noised by its process at t (in a latent model's latent, decoded for image-input networks such
+    as l-DAE's), or the clean input with ``clean`` (or t = 0)."""
     g = torch.Generator().manual_seed(seed)
 
-    def noised(u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if clean or float(t.max()) == 0.0:
-            return u
-        return process.diffuse(u, t.double(), torch.randn(u.shape, generator=g, dtype=u.dtype))
-
     def prepare(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tokenizer is None:
-            return noised(x, t)
         with torch.no_grad():
-            u = noised(tokenizer.encode(x), t)
-            return u if mode == "latent" else (x if clean else tokenizer.decode(u))
+            return model.network_input(x, t, clean=clean or float(t.max()) == 0.0, generator=g)  # type: ignore[no-any-return]
 
     return prepare
 
@@ -143,17 +109,19 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     loaded = load_model(args.checkpoint, ema=not args.no_ema)
+    if not hasattr(loaded, "network_input"):
+        raise ConfigError(f"{loaded.family} models have no time-conditioned denoiser to probe; "
+                          "probe a diffusion, ihdm or latent model")
     trained_on = loaded.artefact["metadata"].get("data") or {}  # type: ignore[index]
-    model, process, path = loaded.network, loaded.process, Path(loaded.artefact["path"])  # type: ignore[index]
+    model, path = loaded.network, Path(loaded.artefact["path"])  # type: ignore[index]
     layers = probe_layers(model)
     if args.layer is not None and not -len(layers) <= args.layer < len(layers):
         raise ConfigError(f"--layer={args.layer} is out of range: the network has {len(layers)} probe layers")
     (x_tr, y_tr), (x_te, y_te), how = probe_splits(args.data or trained_on.get("name", "digits"),
                                                    args.data_path or trained_on.get("path"),
                                                    args.n_train, args.n_test, args.seed)
-    tokenizer = find_tokenizer(path)
-    mode = "image" if tokenizer is None else network_input(args.input, model, tokenizer, tuple(x_tr.shape[1:]))
-    prepare = make_prepare(process, tokenizer, mode, args.clean_input, args.seed)
+    mode = f"{tuple(loaded.network_shape())} ({loaded.family} model)"  # type: ignore[attr-defined]
+    prepare = make_prepare(loaded, args.clean_input, args.seed)
 
     def probe_model(net: torch.nn.Module) -> Any:
         feats = [extract_features(net, x, t=args.t, layer=args.layer, prepare=prepare) for x in (x_tr, x_te)]
@@ -167,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         results[f"pca{dim}"] = linear_probe(pca_tr, y_tr, pca_te, y_te, seed=args.seed)
         results["random_init"] = probe_model(random_network(model, seed=args.seed))
     step = loaded.artefact["metadata"].get("step", "?")  # type: ignore[index]
-    report(args, path, step, how, mode if tokenizer is not None else "image (no tokenizer)", results)
+    report(args, path, step, how, mode, results)
     return 0
 
 

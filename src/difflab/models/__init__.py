@@ -1,18 +1,27 @@
 """Trained generative models: one protocol for every family, saved as one self-contained artefact.
 
 - ``GenerativeModel``: the protocol (``losses``, ``sample``, ``nll``, ``config``, fitted state);
-- ``DiffusionModel`` (denoiser + diagonal Gaussian process) and ``IHDMModel`` (inverse heat
-  dissipation), listed by name in ``FAMILIES``;
+- ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
+  dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
+  listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
 """
 
-from difflab.models.artefact import FAMILIES, build_model, load_model, model_dir, resolve_checkpoint, save_model
+from difflab.models.artefact import (
+    FAMILIES,
+    build_model,
+    load_model,
+    model_dir,
+    resolve_checkpoint,
+    save_model,
+)
 from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
 from difflab.models.conditioning import ClassLabels, Conditioning
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.ihdm import IHDMModel
+from difflab.models.latent import LatentDiffusionModel
 
 __all__ = [
     "FAMILIES",
@@ -22,6 +31,7 @@ __all__ = [
     "DiffusionModel",
     "GenerativeModel",
     "IHDMModel",
+    "LatentDiffusionModel",
     "UnsupportedMetric",
     "build_model",
     "load_model",

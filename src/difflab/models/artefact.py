@@ -32,9 +32,14 @@ from difflab.errors import CheckpointError, ConfigError, check_choice
 from difflab.models.base import GenerativeModel
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.ihdm import IHDMModel
+from difflab.models.latent import LatentDiffusionModel
 from difflab.samplers import TunedGrids
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"diffusion": DiffusionModel, "ihdm": IHDMModel}
+FAMILIES: dict[str, type[GenerativeModel]] = {
+    "diffusion": DiffusionModel,  # a denoiser on a diagonal Gaussian process (DDPM/VP, blurring ...)
+    "ihdm": IHDMModel,  # inverse heat dissipation (Rissanen et al. 2023)
+    "latent": LatentDiffusionModel,  # a tokenizer + diffusion in its latent (LDM; l-DAE)
+}
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"
 CONFIG, MANIFEST, TUNED_GRIDS = "config.json", "manifest.json", "tuned_grids.json"

@@ -15,6 +15,8 @@ method                               what
                                      (seed, i) only, not on the batch size (per-sample seeds)
 ``nll(x, ...)``                      bits/dim per example, or ``UnsupportedMetric``
 ``config()`` / ``state_dict()``      what ``save_model`` writes; ``fitted_state()`` besides
+``config_from_sections(sections,``   the ``config()`` a training config's sections describe
+``image_shape)``                     (``difflab train`` builds every family through it)
 ===================================  ==========================================================
 
 A family subclasses ``GenerativeModel`` in its own module and is listed in
@@ -160,6 +162,12 @@ class GenerativeModel(nn.Module, ABC):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-safe dict that ``from_config`` turns back into this model (with fresh weights)."""
+
+    @classmethod
+    def config_from_sections(cls, sections: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The ``config()`` of the model that a training config's sections (``TrainConfig.to_dict()``)
+        describe, for images of ``image_shape`` (C, H, W)."""
+        raise ConfigError(f"{cls.family} models cannot be built from a training config")
 
     @classmethod
     @abstractmethod

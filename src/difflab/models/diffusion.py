@@ -84,12 +84,12 @@ class DiffusionModel(GenerativeModel):
         x0, cond = batch
         cond = self.conditioning.drop(cond, generator)
         t = sample_times(x0.shape[0], method=self.time_sampling, generator=generator, device=x0.device)
-        noise = standard_normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+        noise = standard_normal(self.state_shape(x0.shape[0]), generator, device=x0.device, dtype=x0.dtype)
         return {"network": self.loss(x0, t, noise, cond)}
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              cond: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        """The per-example loss at given times and noise."""
+        """The per-example loss of images ``x0`` at times ``t`` (B,) and ``noise`` (``state_shape``)."""
         return diffusion_loss(self.network, self.process, x0, prediction=self.prediction,  # type: ignore[arg-type]
                               weighting=self.weighting, gamma=self.gamma, t=t, noise=noise,  # type: ignore[arg-type]
                               cond=cond)
@@ -108,6 +108,37 @@ class DiffusionModel(GenerativeModel):
     def load_fitted_state(self, tensors: dict[str, torch.Tensor]) -> None:
         own = {k.removeprefix("process."): v for k, v in tensors.items() if k.startswith("process.")}
         self.process = self.process.with_fitted_state(own)
+
+    # --- where the process runs: pixels here, a tokenizer's latent in ``LatentDiffusionModel`` ---
+    def state_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of n states z_t of the process: (n, C, H, W) of the images."""
+        return (n, *self.image_shape)
+
+    def network_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the tensors the network maps to tensors of the same shape."""
+        return self.image_shape
+
+    @property
+    def denoiser(self) -> Any:
+        """``denoiser(z_t, t, **cond)``: the prediction (``sample_prediction``) of the clean state."""
+        return self.network
+
+    @property
+    def sample_prediction(self) -> str:
+        """What ``denoiser`` predicts ("eps", "x0" or "v"), as the samplers need to know."""
+        return self.prediction
+
+    def to_image(self, z: torch.Tensor) -> torch.Tensor:
+        """A sampled state as images (B, C, H, W); the identity here."""
+        return z
+
+    def network_input(self, x0: torch.Tensor, t: torch.Tensor, *, clean: bool = False,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """What the network sees for images ``x0`` at times ``t`` (B,): z_t drawn with ``generator``,
+        or ``x0`` itself with ``clean`` (l-DAE's probe protocol feeds clean input, t conditioning)."""
+        if clean:
+            return x0
+        return self.process.diffuse(x0, t.double(), torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
 
     # --- sampling ------------------------------------------------------------------------------
     def sample_options(self) -> tuple[str, ...]:
@@ -134,10 +165,11 @@ class DiffusionModel(GenerativeModel):
         extra = dict(o["sampler_options"])
         if o["eta"] is not None:
             extra["eta"] = o["eta"]
-        return sample(self.network, self.process, (len(generator), *self.image_shape), o["sampler"], o["steps"],
-                      self.prediction, generator, grid=o["grid"], cond=cond, guidance=o["guidance"],  # type: ignore[arg-type]
-                      null_label=self.conditioning.null if o["guidance"] is not None else None,
-                      clip_x0=o["clip_x0"], device=options.get("device"), **extra)
+        z = sample(self.denoiser, self.process, self.state_shape(len(generator)), o["sampler"], o["steps"],
+                   self.sample_prediction, generator, grid=o["grid"], cond=cond, guidance=o["guidance"],  # type: ignore[arg-type]
+                   null_label=self.conditioning.null if o["guidance"] is not None else None,
+                   clip_x0=o["clip_x0"], device=options.get("device"), **extra)
+        return self.to_image(z)
 
     def sampling_protocol(self, **options: Any) -> dict[str, Any]:
         o = self._resolved(options)
@@ -182,6 +214,23 @@ class DiffusionModel(GenerativeModel):
             "time_sampling": self.time_sampling,
             "conditioning": self.conditioning.config(),
             "sample_defaults": dict(self.sample_defaults),
+        }
+
+    @classmethod
+    def config_from_sections(cls, sections: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``config()`` of the model a training config trains: its network, process, objective
+        and ``run.sample`` sections (the sampling defaults saved with the model)."""
+        o, s = sections["objective"], sections["run"]["sample"]
+        return {
+            "network": sections["network"],
+            "process": sections["process"],
+            "image_shape": list(image_shape),
+            "prediction": o["prediction"],
+            "weighting": o["weighting"],
+            "gamma": o["gamma"],
+            "time_sampling": o["time_sampling"],
+            "conditioning": Conditioning.classes(sections["network"].get("num_classes"), o["cond_drop_prob"]).config(),
+            "sample_defaults": {k: s[k] for k in ("sampler", "steps", "eta", "clip_x0")},
         }
 
     @classmethod

@@ -50,7 +50,8 @@ def tune_model_grids(
     done = []
     for n in steps:
         start = time.perf_counter()
-        grid = tune_grid(model.network, model.process, (TUNE_BATCH, *model.image_shape), n, sampler, model.prediction,  # type: ignore[arg-type]
+        grid = tune_grid(model.denoiser, model.process, model.state_shape(TUNE_BATCH), n, sampler,  # type: ignore[attr-defined]
+                         model.sample_prediction,  # type: ignore[attr-defined]
                          torch.Generator(device=device or "cpu").manual_seed(seed), cond=cond,
                          clip_x0=model.sample_defaults["clip_x0"], max_evals=max_evals, device=device)
         table.add(grid)

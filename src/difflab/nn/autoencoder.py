@@ -168,7 +168,20 @@ class ConvAutoencoder(nn.Module):
             )
         return model.eval()
 
+    @classmethod
+    def unfitted(cls, config: dict[str, Any], channels: int) -> ConvAutoencoder:
+        """A randomly initialised autoencoder of ``config`` (``config()``) for ``channels``-channel images."""
+        if config.get("in_channels", channels) != channels:
+            raise ConfigError(f"the autoencoder config has in_channels={config['in_channels']} but the images "
+                              f"have {channels} channels")
+        return cls(AutoencoderConfig(**{**config, "in_channels": channels}))
 
+    def fit_to(self, images: torch.Tensor, generator: torch.Generator | None = None, *, steps: int,
+               batch_size: int = 64, lr: float = 2e-3) -> ConvAutoencoder:
+        """This autoencoder trained on ``images`` (``fit_autoencoder``), frozen (no gradients)."""
+        self.to(images.device)
+        fit_autoencoder(self, images, steps=steps, batch_size=batch_size, lr=lr, generator=generator)
+        return self.requires_grad_(False)
 
 
 def fit_autoencoder(
@@ -188,7 +201,8 @@ def fit_autoencoder(
     history: list[dict[str, float]] = []
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
+        idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator,
+                            device=generator.device if generator is not None else images.device)
         losses = model.loss(images[idx], generator)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

@@ -38,3 +38,7 @@ class Tokenizer(Protocol):
         """Every fitted or trained tensor, by name (saved as safetensors)."""
         ...
 
+    def fit_to(self, images: torch.Tensor, generator: torch.Generator | None = None, **training: Any) -> Tokenizer:
+        """A tokenizer of the same configuration fitted (PCA) or trained (autoencoders) on ``images``."""
+        ...
+

@@ -10,7 +10,13 @@ pickles, and ``TOKENIZERS`` lists every kind. The ``Tokenizer`` protocol that pr
 from difflab.nn.autoencoder import AutoencoderConfig, ConvAutoencoder, fit_autoencoder
 from difflab.processes.tokenizers import Tokenizer
 from difflab.tokenizers.pca import PatchPCA, patchify, unpatchify
-from difflab.tokenizers.saved import TOKENIZERS, load_tokenizer, save_tokenizer
+from difflab.tokenizers.saved import (
+    TOKENIZERS,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_from_saved,
+    unfitted_tokenizer,
+)
 
 __all__ = [
     "TOKENIZERS",
@@ -22,5 +28,7 @@ __all__ = [
     "load_tokenizer",
     "patchify",
     "save_tokenizer",
+    "tokenizer_from_saved",
+    "unfitted_tokenizer",
     "unpatchify",
 ]

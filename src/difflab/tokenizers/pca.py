@@ -86,7 +86,8 @@ class PatchPCA:
         check_components(components, patch_dim)
         if patch_dim % (patch_size * patch_size):
             raise CheckpointError(f"patch_dim={patch_dim} is not C * {patch_size}^2 for patch_size={patch_size}")
-        self.basis, self.mean, self.variances = basis.double(), mean.double(), variances.double()
+        # contiguous: a fitted basis (a transposed view) and a loaded one must give bit-identical products
+        self.basis, self.mean, self.variances = (v.double().contiguous() for v in (basis, mean, variances))
         self.patch_size, self.components, self.whiten, self.eps = patch_size, components, whiten, eps
 
     # --- fitting ------------------------------------------------------------------------------
@@ -121,6 +122,21 @@ class PatchPCA:
         basis = canonical_signs(vectors[:, order].T)  # (D, D), rows sorted by variance
         return cls(basis, mean, variances[order].clamp(min=0.0), patch_size=patch_size,
                    components=components, whiten=whiten)
+
+    @classmethod
+    def unfitted(cls, config: dict[str, Any], channels: int) -> PatchPCA:
+        """A placeholder before ``fit_to``: the pixel basis (u = the first d pixels of each patch),
+        zero mean, unit variances. ``config`` is ``config()``: patch_size, components, whiten, eps."""
+        patch_dim = channels * config["patch_size"] ** 2
+        check_components(config["components"], patch_dim)
+        eye = torch.eye(patch_dim, dtype=torch.float64)
+        return cls(eye, torch.zeros(patch_dim, dtype=torch.float64), torch.ones(patch_dim, dtype=torch.float64),
+                   **config)
+
+    def fit_to(self, images: torch.Tensor, generator: torch.Generator | None = None, **training: Any) -> PatchPCA:
+        """A PCA of the same size fitted to all patches of ``images`` (``training`` options unused)."""
+        return PatchPCA.fit(images, patch_size=self.patch_size, components=self.components, whiten=self.whiten,
+                            generator=generator)
 
     # --- coordinates --------------------------------------------------------------------------
     @property

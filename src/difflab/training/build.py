@@ -13,30 +13,22 @@ from torch import nn
 
 from difflab.data import ImageDataset
 from difflab.errors import ConfigError, DataError, DifflabError
-from difflab.models import Conditioning, GenerativeModel, build_model
+from difflab.models import FAMILIES, GenerativeModel, build_model
+from difflab.nn import MLPConfig, UNetConfig, ViTConfig
 from difflab.training.config import TrainConfig, model_family
 
 
-def model_config(config: TrainConfig, image_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The ``config()`` of the model a run trains, from its network, process, objective and
-    ``run.sample`` sections (the sampling defaults saved with the model)."""
-    o, s = config.objective, config.run.sample
-    return {
-        "network": dict(config.network),
-        "process": dict(config.process),
-        "image_shape": list(image_shape),
-        "prediction": o.prediction,
-        "weighting": o.weighting,
-        "gamma": o.gamma,
-        "time_sampling": o.time_sampling,
-        "conditioning": Conditioning.classes(config.network.get("num_classes"), o.cond_drop_prob).config(),
-        "sample_defaults": {"sampler": s.sampler, "steps": s.steps, "eta": s.eta, "clip_x0": s.clip_x0},
-    }
+def model_config(config: TrainConfig, image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The ``config()`` of the model a run trains on images of ``image_shape``, as its family
+    reads it from the run's sections (``GenerativeModel.config_from_sections``)."""
+    return FAMILIES[model_family(config)].config_from_sections(config.to_dict(), image_shape)
 
 
-def build_components(config: TrainConfig) -> tuple[ImageDataset, GenerativeModel]:
-    """(dataset, model with network weights seeded by ``optim.seed``), checked to fit."""
-    dataset = config.data.load()
+def build_components(config: TrainConfig, dataset: ImageDataset | None = None
+                     ) -> tuple[ImageDataset, GenerativeModel]:
+    """(dataset, model with network weights seeded by ``optim.seed``), checked to fit; the
+    dataset is ``config.data`` loaded unless one is given."""
+    dataset = config.data.load() if dataset is None else dataset
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.name} has no images; check data.path")
     try:
@@ -45,25 +37,28 @@ def build_components(config: TrainConfig) -> tuple[ImageDataset, GenerativeModel
         raise
     except (ValueError, RuntimeError, ZeroDivisionError) as err:
         raise ConfigError(f"cannot build the network from the network section: {err}") from None
-    check_network_fits_data(config, dataset, model.network)
+    check_network_fits_data(config, dataset, model)
     return dataset, model
 
 
-def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, network: nn.Module) -> None:
-    """``ConfigError``/``DataError`` unless ``network`` maps the dataset's images to their shape."""
+def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: GenerativeModel) -> None:
+    """``ConfigError``/``DataError`` unless the model's network maps the tensors it sees (the
+    images, or a tokenizer's latents: ``model.network_shape()``) to their shape."""
     net = config.network
-    c, h, w = dataset.images.shape[1:]
-    where = f"data {dataset.name} has images of shape (C, H, W) = ({c}, {h}, {w})"
-    if net["kind"] == "mlp" and net["in_features"] != c * h * w:
-        raise ConfigError(f"network.in_features={net['in_features']} but {where}; set network.in_features: {c * h * w}")
-    if net["kind"] == "unet":
-        if net["in_channels"] != c:
-            raise ConfigError(f"network.in_channels={net['in_channels']} but {where}; "
+    c, h, w = model.network_shape()  # type: ignore[attr-defined]
+    where = f"data {dataset.name} has images of shape (C, H, W) = {tuple(dataset.images.shape[1:])}"
+    if (c, h, w) != tuple(dataset.images.shape[1:]):
+        where += f", whose latents the network sees have shape ({c}, {h}, {w})"
+    if isinstance(net, MLPConfig) and net.in_features != c * h * w:
+        raise ConfigError(f"network.in_features={net.in_features} but {where}; set network.in_features: {c * h * w}")
+    if isinstance(net, (UNetConfig, ViTConfig)):
+        if net.in_channels != c:
+            raise ConfigError(f"network.in_channels={net.in_channels} but {where}; "
                               f"set network.in_channels: {c} (or data.channels)")
-        if net.get("out_channels") not in (None, c):
-            raise ConfigError(f"network.out_channels={net['out_channels']} must equal the data's {c} channels "
+        if net.out_channels not in (None, c):
+            raise ConfigError(f"network.out_channels={net.out_channels} must equal the data's {c} channels "
                               "(the network predicts a tensor of the image's shape); leave it null")
-    num_classes = net.get("num_classes")
+    num_classes = net.num_classes
     if num_classes is not None:
         if dataset.labels is None:
             raise DataError(f"network.num_classes={num_classes} needs labels but {dataset.name} has none; "
@@ -71,7 +66,7 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, network:
         if dataset.num_classes is not None and dataset.num_classes > num_classes:
             raise ConfigError(f"network.num_classes={num_classes} but {dataset.name} has {dataset.num_classes} "
                               f"classes; set network.num_classes: {dataset.num_classes}")
-    _dry_run(network, dataset.images[:2], where)
+    _dry_run(model.network, torch.zeros(2, c, h, w), where)  # type: ignore[arg-type]
 
 
 def _dry_run(network: nn.Module, x: torch.Tensor, where: str) -> None:

@@ -213,12 +213,11 @@ def check_compatible(saved: TrainConfig, current: TrainConfig, source: Path) -> 
     The model family, network architecture, the process and the prediction type must agree;
     everything else (steps, lr, logging ...) may change between a run and its resumption.
     """
+    old, new = saved.to_dict(), current.to_dict()
     pairs = {
         "model.family": (saved.model.family, current.model.family),
-        **{f"network.{k}": (v, current.network.get(k)) for k, v in saved.network.items()},
-        **{f"network.{k}": (saved.network.get(k), v) for k, v in current.network.items()},
-        **{f"process.{k}": (v, current.process.get(k)) for k, v in saved.process.items()},
-        **{f"process.{k}": (saved.process.get(k), v) for k, v in current.process.items()},
+        **{f"{section}.{k}": (old[section].get(k), new[section].get(k))
+           for section in ("network", "process") for k in {*old[section], *new[section]}},
         "objective.prediction": (saved.objective.prediction, current.objective.prediction),
     }
     diffs = [f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(pairs.items()) if a != b]

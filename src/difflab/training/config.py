@@ -9,9 +9,12 @@ fully resolved config (every default filled in), which checkpoints store as ``co
 Sections::
 
     data:      difflab.data.DataConfig (name, path, split, image_size, channels, hflip, ...)
-    model:     ModelConfig       (the model family: diffusion, ihdm; auto = the process's own)
-    process:   {kind: gaussian|blurring|heat, ...}   -> difflab.processes.build_process
-    network:   {kind: unet|mlp, ...}            -> difflab.nn.make_config
+    model:     ModelConfig       (the model family: diffusion, ihdm, latent; auto = the process's own)
+    tokenizer: TokenizerConfig   (latent models: patch_pca, autoencoder, kl_vae; fitted before training)
+    process:   the process itself (a frozen dataclass of difflab.processes.PROCESSES, e.g.
+               GaussianDiffusion), written {kind: gaussian|blurring|heat|dae, ...}
+    network:   the network's config dataclass (UNetConfig, MLPConfig, ViTConfig), written
+               {kind: unet|mlp|vit, ...}
     objective: ObjectiveConfig   (what the network predicts and how errors are weighted)
     optim:     OptimConfig       (AdamW, length in steps or a time budget, LR schedule, EMA, precision, seed)
     run:       RunConfig         (where to write, how often to log/sample/evaluate/checkpoint, speed switches)
@@ -33,14 +36,20 @@ from difflab.errors import ConfigError, check_choice
 from difflab.evaluation.evaluate import SAMPLE_METRICS
 from difflab.evaluation.features import INCEPTION_WEIGHTS
 from difflab.models import FAMILIES, GenerativeModel
-from difflab.nn import NETWORK_KINDS, config_to_dict, make_config
-from difflab.processes import PROCESSES, build_process
+from difflab.nn import NETWORK_KINDS, NetworkConfig, config_to_dict, make_config
+from difflab.processes import PROCESSES, DiagonalGaussianProcess
 from difflab.training.fields import dataclass_from_dict
 from difflab.training.run_options import EvalConfig, RunConfig, SampleConfig
-from difflab.training.sections import ModelConfig, ObjectiveConfig, OptimConfig
+from difflab.training.sections import (
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TokenizerConfig,
+)
 
 __all__ = [  # the section classes are re-exported: ``from difflab.training.config import OptimConfig``
-    "EvalConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "RunConfig", "SampleConfig", "TrainConfig",
+    "EvalConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "RunConfig", "SampleConfig", "TokenizerConfig",
+    "TrainConfig",
     "check_consistency", "load_config", "model_family", "resolve_config_path", "shipped_configs",
 ]
 
@@ -69,8 +78,9 @@ class TrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    process: dict[str, Any] = field(default_factory=lambda: resolve_process(DEFAULT_PROCESS))
-    network: dict[str, Any] = field(default_factory=lambda: resolve_network(DEFAULT_NETWORK))
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    process: DiagonalGaussianProcess = field(default_factory=lambda: resolve_process(DEFAULT_PROCESS))
+    network: NetworkConfig = field(default_factory=lambda: resolve_network(DEFAULT_NETWORK))
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -96,19 +106,29 @@ class TrainConfig:
             values["process"] = resolve_process(raw["process"])
         if "network" in raw:
             values["network"] = resolve_network(raw["network"])
-        for name, section_cls in (("model", ModelConfig), ("objective", ObjectiveConfig), ("optim", OptimConfig),
-                                  ("run", RunConfig)):
+        for name, section_cls in (("model", ModelConfig), ("tokenizer", TokenizerConfig),
+                                  ("objective", ObjectiveConfig), ("optim", OptimConfig), ("run", RunConfig)):
             if name in raw:
                 values[name] = dataclass_from_dict(section_cls, raw[name], name)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) that ``from_dict`` turns back into ``self``."""
-        return _plain(dataclasses.asdict(self))
+        return {f.name: section_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def to_yaml(self) -> str:
         """``to_dict()`` as YAML text, sections in declaration order."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    """One section as a plain dict: a process's ``config()``, a network's ``{"kind", **fields}``,
+    the fields of any other section."""
+    if isinstance(section, DiagonalGaussianProcess):
+        return _plain(section.config())
+    if isinstance(section, NetworkConfig):
+        return _plain(config_to_dict(section))
+    return _plain(dataclasses.asdict(section))  # type: ignore[arg-type]
 
 
 def _plain(value: Any) -> Any:
@@ -132,29 +152,27 @@ def _kind_and_fields(
     return kind, fields
 
 
-def resolve_process(raw: Any) -> dict[str, Any]:
-    """The full config dict of the process ``raw`` describes (defaults filled in), validated.
+def resolve_process(raw: Any) -> DiagonalGaussianProcess:
+    """The process ``raw`` describes (defaults filled in), validated field by field.
 
     Without a ``kind``, ``raw`` modifies ``DEFAULT_PROCESS``.
     """
     kind, fields = _kind_and_fields(raw, "process", sorted(PROCESSES), DEFAULT_PROCESS)
-    process = dataclass_from_dict(PROCESSES[kind], fields, "process")
-    return process.config()
+    return dataclass_from_dict(PROCESSES[kind], fields, "process")
 
 
-def resolve_network(raw: Any) -> dict[str, Any]:
-    """The full config dict of the network ``raw`` describes (defaults filled in), validated.
+def resolve_network(raw: Any) -> NetworkConfig:
+    """The network config ``raw`` describes (defaults filled in), validated field by field.
 
     Without a ``kind``, ``raw`` modifies ``DEFAULT_NETWORK``.
     """
     kind, fields = _kind_and_fields(raw, "network", list(NETWORK_KINDS), DEFAULT_NETWORK)
-    config_class = type(make_config(kind))
-    return config_to_dict(dataclass_from_dict(config_class, fields, "network"))
+    return dataclass_from_dict(type(make_config(kind)), fields, "network")
 
 
 def check_consistency(config: TrainConfig) -> None:
     """``ConfigError`` for options that are valid alone but contradict each other."""
-    if config.objective.cond_drop_prob > 0 and config.network.get("num_classes") is None:
+    if config.objective.cond_drop_prob > 0 and config.network.num_classes is None:
         raise ConfigError(
             f"objective.cond_drop_prob={config.objective.cond_drop_prob} needs a class-conditional "
             "network: set network.num_classes (or cond_drop_prob: 0)"
@@ -169,7 +187,8 @@ def check_consistency(config: TrainConfig) -> None:
             )
     check_eval_features(config)
     family = model_family(config)
-    FAMILIES[family].check_process(build_process(config.process))
+    check_latent(config, family)
+    FAMILIES[family].check_process(config.process)
     samplers = FAMILIES[family].sampler_names()
     for key, sampler in (("run.sample.sampler", config.run.sample.sampler), ("run.eval.sampler", config.run.eval.sampler)):
         if sampler is not None:
@@ -182,11 +201,27 @@ def check_consistency(config: TrainConfig) -> None:
                           "set run.tune_steps: []")
 
 
+def check_latent(config: TrainConfig, family: str) -> None:
+    """A tokenizer section exactly for latent models, and the l-DAE loss only for them."""
+    has_tokenizer = config.tokenizer.kind != "none"
+    if (family == "latent") != has_tokenizer:
+        fix = "set tokenizer.kind (patch_pca, autoencoder, kl_vae)" if not has_tokenizer else \
+            "set model.family: latent (or auto), or tokenizer.kind: none"
+        raise ConfigError(f"model.family={family!r} with tokenizer.kind={config.tokenizer.kind!r}: a tokenizer "
+                          f"belongs to latent models only; {fix}")
+    if config.objective.loss == "ldae" and family != "latent":
+        raise ConfigError("objective.loss='ldae' adds noise in a tokenizer's latent: set tokenizer.kind: patch_pca")
+    if config.objective.loss == "ldae" and config.objective.space == "image" and config.tokenizer.kind != "patch_pca":
+        raise ConfigError(f"objective.space='image' weights residuals per PCA component (l-DAE Eq. 4): it needs "
+                          f"tokenizer.kind: patch_pca, not {config.tokenizer.kind!r}; or set objective.space: latent")
+
+
 def model_family(config: TrainConfig) -> str:
-    """The family a run trains: ``model.family``, or for "auto" the process's ``default_family``."""
+    """The family a run trains: ``model.family``, or for "auto" "latent" when a tokenizer is set,
+    else the process's ``default_family``."""
     if config.model.family != "auto":
         return config.model.family
-    return build_process(config.process).default_family
+    return "latent" if config.tokenizer.kind != "none" else config.process.default_family
 
 
 def family_class(config: TrainConfig) -> type[GenerativeModel]:
@@ -211,13 +246,12 @@ def check_eval_features(config: TrainConfig) -> None:
         )
 
 
-def terminal_logsnr(process_config: dict[str, Any]) -> float:
+def terminal_logsnr(process: DiagonalGaussianProcess) -> float:
     """max over coefficients of lambda(t=1) for an 8x8 grey image (float; -inf = zero SNR).
 
     x0 from eps is (z - sigma eps) / alpha, which amplifies eps errors by 1 / alpha_1; below
     ``TERMINAL_LOGSNR_FLOOR`` (alpha_1 < 5e-5) eps-prediction is useless at t = 1.
     """
-    process = build_process(process_config)
     with torch.no_grad():
         logsnr = process.logsnr(torch.ones(1, dtype=torch.float64), (1, 1, 8, 8))
     value = float(logsnr.max())

@@ -1,4 +1,4 @@
-"""The ``model``, ``objective`` and ``optim`` sections of a training config.
+"""The ``model``, ``tokenizer``, ``objective`` and ``optim`` sections of a training config.
 
 Each section is a frozen dataclass validated on construction (one-line ``ConfigError``);
 every field says its unit and why its default. Cross-section checks live in
@@ -12,12 +12,14 @@ from typing import Literal
 
 from difflab.errors import ConfigError, check_choice
 from difflab.models import FAMILIES
-from difflab.objectives import TimeSampling, Weighting
+from difflab.objectives import LDAE_SPACES, LDAESpace, TimeSampling
 from difflab.processes import Prediction
 from difflab.training.fields import MAX_SEED, check_range
 from difflab.training.schedule import LR_DECAYS, LRDecay, parse_duration
 
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+ObjectiveWeighting = Literal["uniform", "snr", "min_snr", "dae"]  # diffusion_loss's, and l-DAE's "dae"
+TokenizerKind = Literal["none", "patch_pca", "autoencoder", "kl_vae"]
 DEFAULT_STEPS = 2000
 
 
@@ -27,8 +29,9 @@ class ModelConfig:
 
     family: str = "auto"
     """"diffusion" (a denoiser: eps/x0/v prediction, the ODE/SDE samplers, NLL), "ihdm" (inverse
-    heat dissipation: predict the less-blurred level, Rissanen et al. 2023), or "auto": the family
-    the process was designed for (heat -> ihdm, every other process -> diffusion)."""
+    heat dissipation: predict the less-blurred level, Rissanen et al. 2023), "latent" (diffusion
+    in a tokenizer's latent: latent diffusion, l-DAE), or "auto": "latent" when a tokenizer is
+    set, else the family the process was designed for (heat -> ihdm, others -> diffusion)."""
 
     def __post_init__(self) -> None:
         check_choice("model.family", self.family, ["auto", *sorted(FAMILIES)])
@@ -38,11 +41,23 @@ class ModelConfig:
 class ObjectiveConfig:
     """The training loss (``difflab.objectives.diffusion_loss``)."""
 
+    loss: Literal["diffusion", "ldae"] = "diffusion"
+    """"diffusion": ``objectives.diffusion_loss`` (with a tokenizer: on its latents, as latent
+    diffusion, Rombach et al. 2022); "ldae": ``objectives.ldae_loss``, the latent denoising
+    autoencoder of Chen et al. (2024): noise in a tokenizer's latent, clean data predicted."""
     prediction: Prediction = "eps"
-    """Network output: "eps" (DDPM, Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022)."""
-    weighting: Weighting = "uniform"
+    """Network output: "eps" (DDPM, Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022). The
+    "ldae" loss always predicts clean data (set "x0")."""
+    weighting: ObjectiveWeighting = "uniform"
     """Weight of the per-coefficient error: "uniform" (plain MSE on the prediction, DDPM's
-    L_simple), "snr" (MSE on x0), "min_snr" (Hang et al. 2023)."""
+    L_simple), "snr" (MSE on x0), "min_snr" (Hang et al. 2023); with loss "ldae": "dae"
+    (lambda_t = gamma_t^2 / (gamma_t^2 + sigma_t^2), Chen et al. 2024) or "uniform"."""
+    space: LDAESpace = "image"
+    """"ldae" only: the network sees u_t and predicts u_0 ("latent"), sees D(u_t) and predicts
+    D(u_0) ("inverse_pca"), or predicts the image x_0 ("image", the final l-DAE; needs patch_pca)."""
+    residual_weight: float = 0.1
+    """"ldae", space "image": weight of the PCA components beyond d in the loss (Eq. 4; the
+    paper's 0.1)."""
     gamma: float = 5.0
     """min_snr clamp on the SNR (unitless); 5 is Hang et al.'s recommended value."""
     time_sampling: TimeSampling = "uniform"
@@ -55,6 +70,59 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         check_range("objective.gamma", self.gamma, 0.0, low_open=True, why="Hang et al. use 5")
         check_range("objective.cond_drop_prob", self.cond_drop_prob, 0.0, 1.0, high_open=True)
+        check_choice("objective.space", self.space, LDAE_SPACES)
+        check_range("objective.residual_weight", self.residual_weight, 0.0)
+        ldae = self.loss == "ldae"
+        if ldae and (self.weighting not in ("dae", "uniform") or self.prediction != "x0"):
+            raise ConfigError(f"objective.loss='ldae' predicts clean data with weighting 'dae' or 'uniform'; got "
+                              f"prediction={self.prediction!r}, weighting={self.weighting!r}: set prediction: x0 "
+                              "and weighting: dae")
+        if not ldae and self.weighting == "dae":
+            raise ConfigError("objective.weighting='dae' is l-DAE's weighting: set objective.loss: ldae "
+                              "(or weighting: uniform, snr, min_snr)")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The tokenizer of a latent model, fitted at the start of ``difflab train`` and saved with it."""
+
+    kind: TokenizerKind = "none"
+    """"patch_pca" (a PCA of p x p patches, Chen et al. 2024), "autoencoder" or "kl_vae" (a
+    convolutional autoencoder trained first; "kl_vae" is LDM's KL-reg, Rombach et al. 2022),
+    or "none": the model works on pixels."""
+    path: str | None = None
+    """A tokenizer saved by ``difflab.tokenizers.save_tokenizer`` to use instead of fitting one
+    (its kind must be ``kind``); null = fit on the training images."""
+    patch_size: int = 4
+    """patch_pca: side p of a patch in pixels; the latent grid is H/p x W/p (4: 7x7 on MNIST)."""
+    components: int = 8
+    """patch_pca: d principal components kept per patch (8 of 16 keep 96% of MNIST's patch variance)."""
+    whiten: bool = False
+    """patch_pca: scale each component to unit variance (l-DAE does not)."""
+    latent_channels: int = 4
+    """autoencoders: latent channels d (LDM's KL-f4 uses 3, KL-f8 uses 4)."""
+    levels: int = 2
+    """autoencoders: stride-2 downsamplings; the latent grid is H/2^levels (2: 7x7 on MNIST)."""
+    base_channels: int = 32
+    """autoencoders: channels at full resolution, doubled per level."""
+    kl_weight: float = 1e-3
+    """kl_vae: beta of the KL term per latent element (small, so the latent keeps detail)."""
+    fit_images: int = 20000
+    """Training images the tokenizer is fitted on (the first ones; 0 = all)."""
+    steps: int = 1000
+    """autoencoders: Adam steps of the first training stage (not charged to optim.time_budget)."""
+    batch_size: int = 64
+    """autoencoders: images per step of the first stage."""
+    lr: float = 2e-3
+    """autoencoders: Adam learning rate of the first stage."""
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "components", "latent_channels", "base_channels", "steps", "batch_size"):
+            check_range(f"tokenizer.{name}", getattr(self, name), 1)
+        check_range("tokenizer.levels", self.levels, 0)
+        check_range("tokenizer.fit_images", self.fit_images, 0, why="0 = all training images")
+        check_range("tokenizer.kl_weight", self.kl_weight, 0.0)
+        check_range("tokenizer.lr", self.lr, 0.0, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ One step: take this rank's slice of the global batch (``ResumableBatchSampler``)
 model for its losses (``model.losses(batch, generator)``: the family draws its times, noise
 and condition drops from the rank's generator; no formula lives here), back-propagate their
 sum, clip, AdamW (one parameter group per ``model.param_groups()`` entry) at the LR of
-``RunLength`` (warm-up, then optional decay), ``model.after_step()``, EMA update. State fitted to data (IHDM's prior) is fitted
-once before the first step (``model.fit``) and saved inside the model artefact. Runs on one CPU process by default and on many with
-``accelerate launch`` (DDP averages gradients, so every rank holds the same weights and EMA).
+``RunLength`` (warm-up, then optional decay), ``model.after_step()``, EMA update. State
+fitted to data (IHDM's prior, a latent model's tokenizer) is fitted once before the first
+step (``model.fit``) and saved inside the model artefact. Runs on one CPU process by default
+and on many with ``accelerate launch`` (DDP averages gradients, so every rank holds the same
+weights and EMA).
 
 Reproducibility: the weights, data order and every random draw come from ``optim.seed``
 (rank r's generators from seed + r). A checkpoint stores the optimizer, EMA, sampler
-position, loss-log window and every rank's RNG states, so ``resume`` continues bit for bit
-(on CPU with ``run.deterministic``). The learning rate is a function of the step alone.
+position, loss-log window and every rank's RNG states (``difflab.training.resume``), so a
+resumed run continues bit for bit (on CPU with ``run.deterministic``). The learning rate is a function of the step alone.
 
 Every ``run.eval_every`` steps the main process evaluates the EMA weights
 (``difflab.evaluation.evaluate``, see ``periodic_eval``) while the other ranks wait; the
@@ -43,14 +45,13 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from difflab.data import ResumableBatchSampler, random_hflip
+from difflab.data import ImageDataset, ResumableBatchSampler, random_hflip
 from difflab.errors import CheckpointError
 from difflab.models import GenerativeModel
 from difflab.nn.speed import resolve_channels_last
 from difflab.samplers import TunedGrid
 from difflab.training.build import build_components, image_shape
 from difflab.training.checkpoint import (
-    Checkpoint,
     check_compatible,
     load_checkpoint,
     resume_path_for,
@@ -71,6 +72,11 @@ from difflab.training.metrics import MetricsLog
 from difflab.training.nonfinite import NonFiniteError, NonFiniteWatch
 from difflab.training.optimizer import adamw
 from difflab.training.outputs import RunOutputs
+from difflab.training.resume import (
+    capture_run_state,
+    replica_checksums,
+    restore_run_state,
+)
 from difflab.training.run_length import RunLength
 from difflab.training.schedule import format_duration
 from difflab.training.signals import StopRequest
@@ -91,6 +97,8 @@ class Trainer:
         accelerator: an existing ``Accelerator`` (default: ``make_accelerator``).
         clock: seconds from any origin, for ``optim.time_budget`` (default
             ``time.perf_counter``; tests inject a fake clock).
+        dataset: images already in memory to train on instead of loading ``config.data``
+            (e.g. a subset a study holds out of its probe split); ``data.hflip`` still applies.
 
     Nothing is written until ``train()``; all validation (config, data, network fit,
     checkpoint compatibility) and compilation (``run.compile``) happen here.
@@ -103,13 +111,14 @@ class Trainer:
         resume: str | os.PathLike | None = None,
         accelerator: Accelerator | None = None,
         clock: Callable[[], float] | None = None,
+        dataset: ImageDataset | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(config.run.out_dir)
         resume_path = resume_path_for(resume, self.out_dir)
         self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision)
         acc, optim = self.accelerator, config.optim
-        self.dataset, model = build_components(config)
+        self.dataset, model = build_components(config, dataset)
         self.image_shape = image_shape(self.dataset)
         resident = acc.device.type != "cpu" and self.dataset.images.nbytes <= MAX_DEVICE_DATA_BYTES
         self.train_data = self.dataset.to(acc.device) if resident else self.dataset  # where batches are indexed
@@ -123,7 +132,7 @@ class Trainer:
         self.last_loss: float | None = None
         self.last_grad_norm: torch.Tensor | float | None = None
         self.checkpoint: Path | None = None
-        self._rng_to_restore: dict[str, torch.Tensor] | None = None
+        self.rng_to_restore: dict[str, torch.Tensor] | None = None
         self.watch = NonFiniteWatch(acc.device)
         self.length = RunLength(optim, clock)
         self.budget = self.length.budget
@@ -134,7 +143,7 @@ class Trainer:
             model.load_state_dict(checkpoint.model.state_dict())
             model.load_fitted_state(checkpoint.model.fitted_state())
         else:
-            model.fit(self.dataset.images.split(1024))  # data-dependent state (IHDM's prior); most have none
+            model.fit(self.train_data.images.split(1024))  # data-dependent state (IHDM's prior, a tokenizer)
         self.ema = EMA(model, optim.ema_decay, warmup=optim.ema_warmup)
         model.to(acc.device)
         self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
@@ -146,7 +155,7 @@ class Trainer:
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
         if checkpoint is not None:
             try:
-                self._restore(checkpoint)
+                restore_run_state(self, checkpoint)
             except (KeyError, TypeError, IndexError, AttributeError) as err:
                 raise CheckpointError(f"{checkpoint.path} has no usable training state ({type(err).__name__}: "
                                       f"{err}); it can be sampled from but not resumed") from None
@@ -170,39 +179,6 @@ class Trainer:
         return speed_up(model, precision=acc.mixed_precision, channels_last=self.channels_last,
                         compile_networks=run.compile, probe=probe)
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
-        state = checkpoint.training_state
-        self.step = checkpoint.step
-        if checkpoint.path.parent.resolve() == (self.out_dir / "checkpoints").resolve():
-            self.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
-        self.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.window = {"loss_sum": torch.tensor(float(state["window"]["loss_sum"]), device=self.accelerator.device),
-                       "count": int(state["window"]["count"])}
-        self.length.resume(checkpoint.config.optim, state.get("budget"), checkpoint.path)
-        self.skipped = int(state["skipped"])
-        self.last_loss = state.get("last_loss")
-        self.last_grad_norm = state.get("last_grad_norm")
-        scaler = self.accelerator.scaler
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        if rng["generator"].shape[0] == world:
-            self.generator.set_state(rng["generator"][rank].clone())
-            self._rng_to_restore = {k: v[rank].clone() for k, v in rng.items() if k != "generator"}
-        else:
-            warnings.warn(f"checkpoint was written by {rng['generator'].shape[0]} processes, this run has "
-                          f"{world}: random streams restart from the seed (the run is no longer bit-exact)",
-                          stacklevel=2)
-        if checkpoint.config.optim.batch_size != self.config.optim.batch_size:
-            warnings.warn(f"optim.batch_size changed from {checkpoint.config.optim.batch_size} to "
-                          f"{self.config.optim.batch_size}: the data order after step {self.step} differs from "
-                          "the original run's", stacklevel=2)
-
     # --- the run ---------------------------------------------------------------------------
     @property
     def unwrapped_model(self) -> GenerativeModel:
@@ -223,7 +199,7 @@ class Trainer:
         budget's seconds, the training seconds used, the estimated steps and the step at
         which they were estimated, and whether it overran).
         """
-        with reproducible(self.config.run, self.config.optim.seed, self.accelerator, self._rng_to_restore), \
+        with reproducible(self.config.run, self.config.optim.seed, self.accelerator, self.rng_to_restore), \
                 StopRequest() as stop:
             self._prepare_out_dir()
             if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
@@ -420,46 +396,13 @@ class Trainer:
             loss_text = "nan" if self.last_loss is None else f"{self.last_loss:.4f}"
             bar.set_postfix(loss=loss_text, img_s=f"{images_per_s:.0f}")
 
-    def training_state(self) -> dict[str, Any]:
-        """Everything besides the weights needed to continue bit for bit (collective: all ranks call it)."""
-        acc = self.accelerator
-        rng = {"generator": self.generator.get_state(), "global": torch.get_rng_state()}
-        if acc.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(acc.device)
-        gathered = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}  # (world, n) uint8
-        scaler = acc.scaler.state_dict() if acc.scaler is not None else None
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "window": {"loss_sum": float(self.window["loss_sum"]), "count": self.window["count"]},
-            "skipped": self.skipped,
-            "last_loss": self.last_loss,
-            "last_grad_norm": None if self.last_grad_norm is None else float(self.last_grad_norm),
-            "budget": None if self.budget is None else self.budget.state_dict(),
-            "scaler": scaler,
-            "rng": gathered,
-            "image_shape": list(self.image_shape),
-            "num_processes": acc.num_processes,
-        }
-
-    def replica_checksums(self) -> torch.Tensor:
-        """(world, 2 * tensors) float64 per-tensor sums of the weights and EMA on every rank.
-
-        DDP keeps replicas equal; ``save`` checks it, since a divergence would make the
-        checkpoint (written by rank 0 alone) misrepresent the other ranks.
-        """
-        tensors = [*self.unwrapped_model.parameters(), *self.ema.module.parameters()]
-        sums = torch.stack([p.detach().double().sum() for p in tensors])
-        return self.accelerator.gather(sums[None]).cpu()
-
     def save(self) -> Path:
         """Checkpoint now to ``out_dir/checkpoints/step_XXXXXXX`` (main process writes; never
         from non-finite weights)."""
         self._check_finite()
-        state = self.training_state()
+        state = capture_run_state(self)
         if self.accelerator.num_processes > 1:
-            checksums = self.replica_checksums()
+            checksums = replica_checksums(self)
             if not bool((checksums == checksums[0]).all()):
                 raise RuntimeError(f"weights or EMA differ between processes at step {self.step} (a difflab bug)")
             state["replica_checksums"] = checksums
