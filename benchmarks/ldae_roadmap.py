@@ -8,10 +8,15 @@ pooled tokens of its encoder at t = 0.01 with clean input (the paper's App. A pr
 A second table compares generation by latent diffusion (patch-PCA and KL-VAE latents) with
 pixel-space diffusion at equal training steps, by Frechet distance (FD).
 
+Every model is trained by difflab's ``Trainer`` (the path of ``difflab train``: AdamW with
+warm-up, gradient clipping, EMA; the tokenizer fitted at the start and saved in the model), from
+a training config built per step; the probe and the samples use the EMA weights.
+
 Data: MNIST (../shared/data/mnist: pretraining and probe-train images from the train split,
 probe-test from the test split) and the CIFAR-10 test split (../shared/data/cifar10/
 cifar10_test.npz), divided into a stratified probe-train part (also the unlabelled pretraining
-set) and a probe-test part that no model sees before testing. Settings: configs/ldae/ldae-*.yaml.
+set, handed to the Trainer in memory) and a probe-test part that no model sees before testing.
+Settings: configs/ldae/ldae-*.yaml.
 
 Usage::
 
@@ -24,7 +29,9 @@ Writes ``roadmap.json``, ``roadmap.md`` and figures into ``--out`` and prints th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,14 +43,21 @@ import torch
 import yaml
 from sklearn.model_selection import train_test_split
 
-import difflab
-from difflab.data import load_dataset
+from difflab.data import ImageDataset, load_dataset
 from difflab.evaluation import EXTRACTORS, extract, frechet_distance, make_extractor
-from difflab.evaluation.probe import extract_features, linear_probe, pca_features, pixel_features, random_network
-from difflab.nn import AutoencoderConfig, ConvAutoencoder, ViT, ViTConfig, fit_autoencoder
-from difflab.objectives import diffusion_loss, ldae_loss
-from difflab.processes import DiagonalGaussianProcess, LatentDiffusion, build_process
-from difflab.tokenizers import PatchPCA, save_tokenizer
+from difflab.evaluation.probe import (
+    extract_features,
+    linear_probe,
+    pca_features,
+    pixel_features,
+    random_network,
+)
+from difflab.models import DiffusionModel
+from difflab.nn import build_network
+from difflab.processes import build_process
+from difflab.tokenizers import PatchPCA
+from difflab.training import Trainer
+from difflab.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +69,8 @@ class Step:
 
     name: str
     label: str
-    space: str  # "pixel" (eps on pixels), "latent_eps", "latent", "inverse_pca" or "image" (see ldae_loss)
+    space: str  # "pixel" (eps on pixels), "latent_eps" (latent diffusion), or ldae_loss's "latent",
+    # "inverse_pca", "image"
     process: dict[str, Any]
     class_cond: bool = False
     paper: str = ""
@@ -78,7 +93,7 @@ ROADMAP: tuple[Step, ...] = (
     Step("ldae_single", "l-DAE with single-level noise sigma = sqrt(1/3)", "image",
          {"kind": "dae", "noise": "single"}, paper="61.5"),
 )
-LATENT_SPACES = ("latent_eps", "latent")
+LATENT_SPACES = ("latent_eps", "latent")  # the network sees latents (one token per latent cell)
 
 
 @dataclass
@@ -87,17 +102,17 @@ class Study:
 
     name: str
     cfg: dict[str, Any]
-    pretrain: torch.Tensor
+    pretrain: ImageDataset
     probe_train: tuple[torch.Tensor, torch.Tensor]
     probe_test: tuple[torch.Tensor, torch.Tensor]
-    pretrain_labels: torch.Tensor
+    runs: Path  # where the Trainer writes each model's run folder
     pca: PatchPCA | None = None
     deadline: float = float("inf")  # time.perf_counter() after which remaining models are skipped
     results: dict[str, Any] = field(default_factory=dict)
 
 
 # --- data -----------------------------------------------------------------------------------------
-def load_study(name: str, cfg: dict[str, Any], quick: bool) -> Study:
+def load_study(name: str, cfg: dict[str, Any], quick: bool, runs: Path) -> Study:
     """Pretraining and probe splits as described in the module docstring (seeded)."""
     d = cfg["data"]
     shrink = (lambda n: min(n, 600)) if quick else (lambda n: n)
@@ -107,85 +122,76 @@ def load_study(name: str, cfg: dict[str, Any], quick: bool) -> Study:
         pre = rng.permutation(len(train.images))[: shrink(d["pretrain_images"])]
         probe_tr = rng.permutation(len(train.images))[: shrink(d["probe_train"])]
         probe_te = rng.permutation(len(test.images))[: shrink(d["probe_test"])]
-        return Study(name, cfg, train.images[pre], (train.images[probe_tr], train.labels[probe_tr]),
-                     (test.images[probe_te], test.labels[probe_te]), train.labels[pre])
+        return Study(name, cfg, subset(train, pre), (train.images[probe_tr], train.labels[probe_tr]),
+                     (test.images[probe_te], test.labels[probe_te]), runs)
     test = load_dataset("cifar10", split="test")  # the only CIFAR-10 split shipped in shared/data
     idx_tr, idx_te = train_test_split(np.arange(len(test.images)), train_size=d["probe_train"],
                                       test_size=d["probe_test"], random_state=0, stratify=test.labels.numpy())
     idx_tr, idx_te = idx_tr[: shrink(len(idx_tr))], idx_te[: shrink(len(idx_te))]
     probe_train = (test.images[idx_tr], test.labels[idx_tr])
-    return Study(name, cfg, probe_train[0], probe_train, (test.images[idx_te], test.labels[idx_te]), probe_train[1])
+    return Study(name, cfg, subset(test, idx_tr), probe_train, (test.images[idx_te], test.labels[idx_te]), runs)
 
 
-# --- networks and losses ---------------------------------------------------------------------------
-def vit_for(study: Study, space: str, channels: int, class_cond: bool = False) -> ViT:
-    """The study's ViT for a step: patch p on images, or patch 1 on the p-times smaller latent grid."""
-    net_cfg = {k: v for k, v in study.cfg["network"].items() if k != "kind"}
-    if space in LATENT_SPACES:
-        net_cfg.update(in_channels=channels, patch_size=1)
+def subset(data: ImageDataset, index: np.ndarray) -> ImageDataset:
+    """The images (and labels) of ``data`` at ``index``."""
+    labels = None if data.labels is None else data.labels[index]
+    return dataclasses.replace(data, images=data.images[index], labels=labels, name=f"{data.name} (pretraining part)")
+
+
+# --- one model per step, trained by difflab's Trainer ---------------------------------------------------
+def step_config(study: Study, step: Step, steps: int, out: Path, tokenizer: dict[str, Any] | None = None
+                ) -> TrainConfig:
+    """The training config of one roadmap step (or generation model): a ViT with patch p on images,
+    or patch 1 on the p-times smaller latent grid; the objective of the step's ``space``."""
+    cfg, tok = study.cfg, tokenizer or {**study.cfg["tokenizer"], "fit_images": 0}
+    latent_channels = tok.get("components", tok.get("latent_channels"))
+    network = {**cfg["network"], "num_classes": 10 if step.class_cond else None}
+    if step.space in LATENT_SPACES:
+        network.update(in_channels=latent_channels, patch_size=1)
     else:
-        net_cfg.update(in_channels=study.pretrain.shape[1])
-    torch.manual_seed(0)
-    return ViT(ViTConfig(**net_cfg, num_classes=10 if class_cond else None))
+        network.update(in_channels=study.pretrain.images.shape[1])
+    if step.space in ("pixel", "latent_eps"):
+        objective = {"prediction": "eps", "cond_drop_prob": 0.1 if step.class_cond else 0.0}
+    else:
+        o = cfg["objective"]
+        objective = {"loss": "ldae", "space": step.space, "prediction": "x0", "weighting": o["weighting"],
+                     "residual_weight": o["residual_weight"]}
+    optim = {k: cfg["optim"][k] for k in ("lr", "warmup_steps", "batch_size", "grad_clip")}
+    return TrainConfig.from_dict({
+        "data": {"name": study.name},
+        "tokenizer": tok if step.space != "pixel" else {"kind": "none"},
+        "process": step.process, "network": network, "objective": objective,
+        "optim": {**optim, "steps": steps, "mixed_precision": "no", "seed": 0},
+        "run": {"out_dir": str(out), "progress": False, "log_every": max(1, steps // 10), "sample_every": 0,
+                "eval_every": 0, "checkpoint_every": 0, "num_threads": torch.get_num_threads()},
+    })
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def loss_for(study: Study, step: Step, net: ViT, process: DiagonalGaussianProcess, tokenizer: Any) -> LossFn:
-    """loss(x0, labels, generator) -> scalar for one roadmap step (or a generative model)."""
-    obj = study.cfg["objective"]
-
-    def loss(x0: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if step.space == "pixel":
-            cond = {"class_labels": drop_labels(y, 0.1, g)} if step.class_cond else None
-            return diffusion_loss(net, process, x0, prediction="eps", generator=g, cond=cond).mean()
-        if step.space == "latent_eps":
-            latent = LatentDiffusion(process, tokenizer)
-            with torch.no_grad():
-                u0 = latent.encode(x0)
-            return diffusion_loss(net, latent, u0, prediction="eps", generator=g).mean()
-        return ldae_loss(net, process, tokenizer, x0, space=step.space, weighting=obj["weighting"],
-                         residual_weight=obj["residual_weight"], generator=g).mean()
-
-    return loss
-
-
-def drop_labels(y: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
-    """Replace labels by the null label 10 with probability p (so the probe can use the null label)."""
-    return torch.where(torch.rand(y.shape, generator=g) < p, torch.full_like(y, 10), y)
-
-
-def train(net: torch.nn.Module, loss: LossFn, images: torch.Tensor, labels: torch.Tensor,
-          optim: dict[str, Any], steps: int, seed: int = 0) -> dict[str, Any]:
-    """Adam with linear warm-up and gradient clipping; returns losses and wall time."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=optim["lr"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / optim["warmup_steps"]))
-    losses, start = [], time.perf_counter()
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, images.shape[0], (optim["batch_size"],), generator=g)
-        value = loss(images[idx], labels[idx], g)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), optim["grad_clip"])
-        opt.step()
-        sched.step()
-        losses.append(float(value.detach()))
-    net.eval()
-    return {"steps": steps, "seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:])),
-            "losses": losses}
+def train(study: Study, step: Step, steps: int, tokenizer: dict[str, Any] | None = None) -> tuple[DiffusionModel, dict]:
+    """Train one step's model with ``Trainer`` on the study's pretraining images; (EMA model, log)."""
+    trainer = Trainer(step_config(study, step, steps, study.runs / f"{study.name}-{step.name}", tokenizer),
+                      dataset=study.pretrain)
+    start = time.perf_counter()
+    summary = trainer.train()
+    log = {"steps": steps, "seconds": time.perf_counter() - start, "final_loss": summary.get("final_loss")}
+    return trainer.ema.module.eval(), log  # type: ignore[return-value]
 
 
 # --- probing --------------------------------------------------------------------------------------
-def probe_network(study: Study, net: ViT, space: str, tokenizer: Any) -> dict[str, Any]:
-    """Linear probe on the encoder's pooled tokens at the configured t, clean input."""
+def probe_network(study: Study, net: torch.nn.Module, prepare: Callable | None = None) -> dict[str, Any]:
+    """Linear probe on the encoder's pooled tokens at the configured t; ``prepare`` maps clean
+    images to the network input (None: the images themselves)."""
     p = study.cfg["probe"]
-    prepare = (lambda x, t: tokenizer.encode(x)) if space in LATENT_SPACES else None
     feats = [extract_features(net, x, t=p["t"], layer=p["layer"], prepare=prepare)
              for x in (study.probe_train[0], study.probe_test[0])]
     return probe(feats[0], study.probe_train[1], feats[1], study.probe_test[1])
+
+
+def probe_model(study: Study, model: DiffusionModel) -> dict[str, Any]:
+    """The probe of a trained model with clean input (the paper's App. A protocol): the images,
+    or their latents for networks that see latents (``model.network_input``)."""
+    with torch.no_grad():
+        return probe_network(study, model.network, lambda x, t: model.network_input(x, t, clean=True))
 
 
 def probe(f_tr: torch.Tensor, y_tr: torch.Tensor, f_te: torch.Tensor, y_te: torch.Tensor) -> dict[str, Any]:
@@ -203,8 +209,8 @@ def baselines(study: Study, dim: int) -> dict[str, Any]:
     out[f"pca{dim}"] = probe(pca_tr, y_tr, pca_te, y_te)
     enc = [study.pca.encode(x).flatten(1) for x in (x_tr, x_te)]  # type: ignore[union-attr]
     out["patch_pca_latent"] = probe(enc[0], y_tr, enc[1], y_te)
-    random_vit = random_network(vit_for(study, "image", 0), seed=1)
-    out["random_vit"] = probe_network(study, random_vit, "image", study.pca)
+    vit = {**study.cfg["network"], "in_channels": study.pretrain.images.shape[1]}
+    out["random_vit"] = probe_network(study, random_network(build_network(**vit), seed=1))
     return out
 
 
@@ -252,111 +258,79 @@ def over_budget(study: Study, what: str) -> bool:
 
 def generation(study: Study, steps: int, quick: bool) -> dict[str, Any]:
     """Pixel-space vs latent (patch-PCA, KL-VAE) diffusion at equal training steps: FD of samples."""
-    gcfg, x = study.cfg["generation"], study.pretrain
+    gcfg, tcfg = study.cfg["generation"], study.cfg["tokenizer"]
     reference = study.probe_test[0]
     features = fd_features(study.name, reference)
-    pca = PatchPCA.fit(x, patch_size=study.cfg["tokenizer"]["patch_size"], components=gcfg["components"],
-                       max_patches=200_000, generator=torch.Generator().manual_seed(0))
-    tokenizers: dict[str, Any] = {"pixel": None, "patch_pca": pca}
-    start = time.perf_counter()
-    vae = ConvAutoencoder(AutoencoderConfig(in_channels=x.shape[1], latent_channels=gcfg["vae_latent_channels"],
-                                            base_channels=32, levels=2, variational=True, kl_weight=1e-3))
-    fit_autoencoder(vae, x, steps=30 if quick else gcfg["vae_steps"], batch_size=64,
-                    generator=torch.Generator().manual_seed(0))
-    vae_seconds = time.perf_counter() - start
-    tokenizers["kl_vae"] = vae.requires_grad_(False)
+    tokenizers: dict[str, dict[str, Any] | None] = {
+        "pixel": None,
+        "patch_pca": {"kind": "patch_pca", "patch_size": tcfg["patch_size"], "components": gcfg["components"],
+                      "fit_images": 0},
+        "kl_vae": {"kind": "kl_vae", "latent_channels": gcfg["vae_latent_channels"], "base_channels": 32,
+                   "levels": 2, "kl_weight": 1e-3, "steps": 30 if quick else gcfg["vae_steps"], "batch_size": 64,
+                   "fit_images": 0},
+    }
     n = 64 if quick else gcfg["samples"]
-    real_fd = frechet_distance(features(study.pretrain[: len(reference)]), features(reference))
+    real_fd = frechet_distance(features(study.pretrain.images[: len(reference)]), features(reference))
     out: dict[str, Any] = {
         "fd_features": features.description,  # type: ignore[attr-defined]
         "reference_images": len(reference), "samples": n, "sampler": f"ddim, {gcfg['sampler_steps']} steps",
-        "vae_fit_seconds": vae_seconds, "data": {"fd": real_fd},
+        "data": {"fd": real_fd},
     }
-    process = build_process({"kind": "gaussian", "schedule": "cosine"})
     for name, tok in tokenizers.items():
         if over_budget(study, f"generation {name}"):
             continue
-        out[name] = generate_with(study, name, tok, process, steps, n, features, reference)
+        out[name] = generate_with(study, name, tok, steps, n, features, reference)
     return out
 
 
-def generate_with(study: Study, name: str, tok: Any, process: DiagonalGaussianProcess, steps: int, n: int,
+def generate_with(study: Study, name: str, tokenizer: dict[str, Any] | None, steps: int, n: int,
                   features: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor) -> dict[str, Any]:
-    """Train an eps-prediction ViT on pixels or on ``tok``'s latents, sample n images, measure FD."""
-    x = study.pretrain
-    space = "pixel" if tok is None else "latent_eps"
-    channels = 0 if tok is None else tok.latent_shape(tuple(x[:1].shape))[1]
-    net = vit_for(study, space, channels)
-    step = Step(f"gen_{name}", name, space, process.config())
-    log = train(net, loss_for(study, step, net, process, tok), x, study.pretrain_labels, study.cfg["optim"], steps)
-    target = process if tok is None else LatentDiffusion(process, tok)
-    shape = tuple(x[:n].shape) if tok is None else target.latent_shape(tuple(x[:n].shape))
+    """Train an eps-prediction ViT on pixels or on a tokenizer's latents (fitted or trained first by
+    the Trainer: its seconds are part of train_seconds), sample n images, measure FD."""
+    space = "pixel" if tokenizer is None else "latent_eps"
+    step = Step(f"gen_{name}", name, space, {"kind": "gaussian", "schedule": "cosine"})
+    model, log = train(study, step, steps, tokenizer)
     start = time.perf_counter()
+    images = model.sample(n, seed=0, sampler="ddim", steps=study.cfg["generation"]["sampler_steps"]).clamp(-1, 1)
     with torch.no_grad():
-        z = difflab.sample(net, target, shape, sampler="ddim", steps=study.cfg["generation"]["sampler_steps"],
-                           generator=torch.Generator().manual_seed(0))
-        images = (z if tok is None else tok.decode(z)).clamp(-1, 1)
-        recon = reference if tok is None else tok.decode(tok.encode(reference)).clamp(-1, 1)
+        recon = reference if tokenizer is None else model.to_image(model.tokenizer.encode(reference)).clamp(-1, 1)  # type: ignore[attr-defined]
     result = {"fd": frechet_distance(features(images), features(reference)),
               "tokenizer_reconstruction_fd": frechet_distance(features(recon), features(reference)),
               "train_seconds": log["seconds"], "sample_seconds": time.perf_counter() - start,
-              "final_loss": log["final_loss"], "latent_shape": list(shape[1:]), "steps": steps}
+              "final_loss": log["final_loss"], "latent_shape": list(model.state_shape(1)[1:]), "steps": steps}
     study.results.setdefault("_samples", {})[name] = images[:64]
     return result
 
 
 # --- the study --------------------------------------------------------------------------------------
-def save_step(directory: Path, study: Study, step: Step, net: ViT, steps: int) -> Path:
-    """A Trainer-format checkpoint of one roadmap model, with its PCA tokenizer in ``tokenizer/``,
-    so that ``difflab probe --checkpoint DIRECTORY`` can read it."""
-    from difflab.nn import config_to_dict
-    from difflab.training.checkpoint import save_checkpoint
-    from difflab.training.config import TrainConfig
-
-    prediction = "eps" if step.space in ("pixel", "latent_eps") else "x0"
-    config = TrainConfig.from_dict({"data": {"name": study.name}, "process": step.process,
-                                    "network": config_to_dict(net.config), "objective": {"prediction": prediction},
-                                    "optim": {"steps": steps}, "run": {"out_dir": str(directory)}})
-    path = save_checkpoint(directory, config=config, model=net, ema_model=net, step=steps,
-                           training_state={"image_shape": list(study.pretrain.shape[1:])})
-    if step.space != "pixel":
-        save_tokenizer(study.pca, path / "tokenizer")  # type: ignore[arg-type]
-    return path
-
-
 def run_study(name: str, quick: bool, steps: int | None, rows: list[str], deadline: float,
-              samples: int | None, save_dir: Path | None = None) -> Study:
+              samples: int | None, runs: Path) -> Study:
     cfg = yaml.safe_load((ROOT / "configs" / "ldae" / f"ldae-{name}.yaml").read_text())
     if samples:
         cfg["generation"]["samples"] = samples
-    study = load_study(name, cfg, quick)
+    study = load_study(name, cfg, quick, runs)
     study.deadline = deadline
     steps = steps or (20 if quick else cfg["optim"]["steps"])
     tok = cfg["tokenizer"]
     start = time.perf_counter()
-    study.pca = PatchPCA.fit(study.pretrain, patch_size=tok["patch_size"], components=tok["components"],
-                             whiten=tok["whiten"], max_patches=200_000, generator=torch.Generator().manual_seed(0))
+    study.pca = PatchPCA.fit(study.pretrain.images, patch_size=tok["patch_size"], components=tok["components"],
+                             whiten=tok["whiten"])  # the same fit every latent model's Trainer makes
     study.results["tokenizer"] = {**tok, "explained_variance": study.pca.explained_variance(),
                                   "fit_seconds": time.perf_counter() - start}
-    study.results["splits"] = {"pretrain": len(study.pretrain), "probe_train": len(study.probe_train[0]),
+    study.results["splits"] = {"pretrain": len(study.pretrain.images), "probe_train": len(study.probe_train[0]),
                                "probe_test": len(study.probe_test[0])}
     study.results["steps"] = steps
     study.results["roadmap"] = {}
     for step in ROADMAP:
         if step.name not in rows or over_budget(study, step.name):
             continue
-        process = build_process(step.process)
-        net = vit_for(study, step.space, study.pca.components, step.class_cond)
-        log = train(net, loss_for(study, step, net, process, study.pca), study.pretrain, study.pretrain_labels,
-                    cfg["optim"], steps)
+        model, log = train(study, step, steps)
         entry = {"label": step.label, "paper_imagenet": step.paper, "train_seconds": log["seconds"],
-                 "final_loss": log["final_loss"], **probe_network(study, net, step.space, study.pca)}
+                 "final_loss": log["final_loss"], **probe_model(study, model)}
         study.results["roadmap"][step.name] = entry
         print(f"[{name}] {step.name:12s} acc {entry['accuracy']:.4f}  train {log['seconds']:.0f}s", flush=True)
         if step.name == "ldae":
-            study.results["_ldae_net"] = net
-        if save_dir is not None:
-            save_step(save_dir / f"{name}-{step.name}", study, step, net, steps)
+            study.results["_ldae_net"] = model.network
     study.results["baselines"] = baselines(study, cfg["network"]["dim"])
     print(f"[{name}] baselines " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in study.results["baselines"].items()))
     if "generation" in rows:
@@ -479,15 +453,18 @@ def main() -> None:
                         help="wall-clock budget of the whole study; models not started by then are skipped")
     parser.add_argument("--samples", type=int, default=None, help="generated images per model (default: config)")
     parser.add_argument("--save-checkpoints", type=Path, default=None,
-                        help="save every roadmap model here as DIR/<dataset>-<step> (for `difflab probe`)")
+                        help="keep every model's run folder here as DIR/<dataset>-<step> (for `difflab probe`); "
+                             "default: a temporary folder")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ldae")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     deadline = start + 60.0 * args.budget_minutes
-    studies = [run_study(name, args.quick, args.steps, args.rows, deadline, args.samples, args.save_checkpoints)
-               for name in args.datasets]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = args.save_checkpoints or Path(tmp)
+        studies = [run_study(name, args.quick, args.steps, args.rows, deadline, args.samples, runs)
+                   for name in args.datasets]
     table = markdown(studies)
     print(table)
     report = {s.name: {k: v for k, v in s.results.items() if not k.startswith("_")} for s in studies}
