@@ -241,10 +241,6 @@ class HeatPrior:
         """Read a prior written by ``save``; raises ``CheckpointError`` on a wrong or broken file."""
         from safetensors import safe_open
 
-        from difflab.processes.build import (
-            build_process,  # the table imports this module
-        )
-
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"heat prior file {path} does not exist; fit one with fit_heat_prior and .save()")
@@ -257,9 +253,13 @@ class HeatPrior:
         missing = {"mean", "var", "low_index", "low_cov"} - set(tensors)
         if meta.get("kind") != "heat_prior" or missing:
             raise CheckpointError(f"{path} is not a difflab heat prior (kind={meta.get('kind')!r}, missing {sorted(missing)})")
-        process = build_process(json.loads(meta["process"]))
-        if not isinstance(process, HeatDissipation):
-            raise CheckpointError(f"{path} was fitted for a '{process.kind}' process, not 'heat'")
+        config = json.loads(meta["process"])
+        if config.pop("kind", None) != HeatDissipation.kind:
+            raise CheckpointError(f"{path} was not fitted for a 'heat' process (its process: {meta['process']})")
+        try:
+            process = HeatDissipation(**config)
+        except (TypeError, ConfigError) as err:
+            raise CheckpointError(f"{path} holds an invalid heat process config: {err}") from None
         return cls(process=process, **tensors)
 
 

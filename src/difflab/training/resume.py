@@ -10,80 +10,110 @@ check that DDP replicas agree before rank 0 writes for all of them.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from accelerate import Accelerator
 
+from difflab.data import ResumableBatchSampler
+from difflab.models import GenerativeModel
 from difflab.training.checkpoint import Checkpoint
+from difflab.training.config import TrainConfig
+from difflab.training.ema import EMA
+from difflab.training.run_length import RunLength
+from difflab.training.schedule import TimeBudget
 
-if TYPE_CHECKING:
-    from difflab.training.trainer import Trainer
+
+class Run(Protocol):
+    """What a run's state consists of (the ``Trainer``'s attributes these functions read and set)."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    out_dir: Path
+    step: int
+    checkpoint: Path | None
+    generator: torch.Generator
+    optimizer: Any  # the prepared AdamW
+    ema: EMA
+    sampler: ResumableBatchSampler
+    window: dict[str, Any]  # {"loss_sum": device tensor, "count": int}: the loss since the last log line
+    skipped: int
+    last_loss: float | None
+    last_grad_norm: torch.Tensor | float | None
+    length: RunLength
+    budget: TimeBudget | None
+    image_shape: tuple[int, int, int]
+    rng_to_restore: dict[str, torch.Tensor] | None
+
+    @property
+    def unwrapped_model(self) -> GenerativeModel: ...
 
 
-def capture_run_state(trainer: Trainer) -> dict[str, Any]:
+def capture_run_state(run: Run) -> dict[str, Any]:
     """Everything besides the weights needed to continue bit for bit (collective: all ranks call it)."""
-    acc = trainer.accelerator
-    rng = {"generator": trainer.generator.get_state(), "global": torch.get_rng_state()}
+    acc = run.accelerator
+    rng = {"generator": run.generator.get_state(), "global": torch.get_rng_state()}
     if acc.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(acc.device)
     gathered = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}  # (world, n) uint8
     scaler = acc.scaler.state_dict() if acc.scaler is not None else None
     return {
-        "optimizer": trainer.optimizer.state_dict(),
-        "ema": trainer.ema.state_dict(),
-        "sampler": trainer.sampler.state_dict(),
-        "window": {"loss_sum": float(trainer.window["loss_sum"]), "count": trainer.window["count"]},
-        "skipped": trainer.skipped,
-        "last_loss": trainer.last_loss,
-        "last_grad_norm": None if trainer.last_grad_norm is None else float(trainer.last_grad_norm),
-        "budget": None if trainer.budget is None else trainer.budget.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "ema": run.ema.state_dict(),
+        "sampler": run.sampler.state_dict(),
+        "window": {"loss_sum": float(run.window["loss_sum"]), "count": run.window["count"]},
+        "skipped": run.skipped,
+        "last_loss": run.last_loss,
+        "last_grad_norm": None if run.last_grad_norm is None else float(run.last_grad_norm),
+        "budget": None if run.budget is None else run.budget.state_dict(),
         "scaler": scaler,
         "rng": gathered,
-        "image_shape": list(trainer.image_shape),
+        "image_shape": list(run.image_shape),
         "num_processes": acc.num_processes,
     }
 
 
-def replica_checksums(trainer: Trainer) -> torch.Tensor:
+def replica_checksums(run: Run) -> torch.Tensor:
     """(world, 2 * tensors) float64 per-tensor sums of the weights and EMA on every rank.
 
     DDP keeps replicas equal; ``save`` checks it, since a divergence would make the
     checkpoint (written by rank 0 alone) misrepresent the other ranks.
     """
-    tensors = [*trainer.unwrapped_model.parameters(), *trainer.ema.module.parameters()]
+    tensors = [*run.unwrapped_model.parameters(), *run.ema.module.parameters()]
     sums = torch.stack([p.detach().double().sum() for p in tensors])
-    return trainer.accelerator.gather(sums[None]).cpu()
+    return run.accelerator.gather(sums[None]).cpu()
 
 
-def restore_run_state(trainer: Trainer, checkpoint: Checkpoint) -> None:
+def restore_run_state(run: Run, checkpoint: Checkpoint) -> None:
     """Continue exactly where ``checkpoint`` stopped (weights were loaded before ``prepare``)."""
     state = checkpoint.training_state
-    trainer.step = checkpoint.step
-    if checkpoint.path.parent.resolve() == (trainer.out_dir / "checkpoints").resolve():
-        trainer.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
-    trainer.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
-    trainer.ema.load_state_dict(state["ema"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.sampler.load_state_dict(state["sampler"])
-    loss_sum = torch.tensor(float(state["window"]["loss_sum"]), device=trainer.accelerator.device)
-    trainer.window = {"loss_sum": loss_sum, "count": int(state["window"]["count"])}
-    trainer.length.resume(checkpoint.config.optim, state.get("budget"), checkpoint.path)
-    trainer.skipped = int(state["skipped"])
-    trainer.last_loss = state.get("last_loss")
-    trainer.last_grad_norm = state.get("last_grad_norm")
-    scaler = trainer.accelerator.scaler
+    run.step = checkpoint.step
+    if checkpoint.path.parent.resolve() == (run.out_dir / "checkpoints").resolve():
+        run.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
+    run.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
+    run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.sampler.load_state_dict(state["sampler"])
+    loss_sum = torch.tensor(float(state["window"]["loss_sum"]), device=run.accelerator.device)
+    run.window = {"loss_sum": loss_sum, "count": int(state["window"]["count"])}
+    run.length.resume(checkpoint.config.optim, state.get("budget"), checkpoint.path)
+    run.skipped = int(state["skipped"])
+    run.last_loss = state.get("last_loss")
+    run.last_grad_norm = state.get("last_grad_norm")
+    scaler = run.accelerator.scaler
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     rng = state["rng"]
-    rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
+    rank, world = run.accelerator.process_index, run.accelerator.num_processes
     if rng["generator"].shape[0] == world:
-        trainer.generator.set_state(rng["generator"][rank].clone())
-        trainer.rng_to_restore = {k: v[rank].clone() for k, v in rng.items() if k != "generator"}
+        run.generator.set_state(rng["generator"][rank].clone())
+        run.rng_to_restore = {k: v[rank].clone() for k, v in rng.items() if k != "generator"}
     else:
         warnings.warn(f"checkpoint was written by {rng['generator'].shape[0]} processes, this run has "
                       f"{world}: random streams restart from the seed (the run is no longer bit-exact)",
                       stacklevel=2)
-    if checkpoint.config.optim.batch_size != trainer.config.optim.batch_size:
+    if checkpoint.config.optim.batch_size != run.config.optim.batch_size:
         warnings.warn(f"optim.batch_size changed from {checkpoint.config.optim.batch_size} to "
-                      f"{trainer.config.optim.batch_size}: the data order after step {trainer.step} differs from "
+                      f"{run.config.optim.batch_size}: the data order after step {run.step} differs from "
                       "the original run's", stacklevel=2)
