@@ -17,7 +17,7 @@ import torch
 import difflab
 from difflab.cli.main import main
 from difflab.data import load_dataset
-from difflab.errors import ConfigError
+from difflab.errors import CheckpointError, ConfigError
 from difflab.models import LatentDiffusionModel, build_model, load_model, save_model
 from difflab.processes import GaussianDiffusion, LatentDiffusion
 from difflab.processes.noise import PerSampleGenerator
@@ -153,3 +153,35 @@ def test_a_tokenizer_from_a_path_must_match_the_config(tmp_path):
     model = build_model("latent", model_config(config, (1, 8, 8)), seed=0)
     with pytest.raises(ConfigError, match="latents \\(5, 2, 2\\); the config asks for a patch_pca with latents \\(3, 2, 2\\)"):
         model.fit([])
+
+
+def test_latents_are_never_clipped_like_images():
+    pca = PatchPCA.fit(load_dataset("digits").images, patch_size=4, components=3)
+    model = LatentDiffusionModel(lambda u, t: 0.5 * u, GaussianDiffusion(), (1, 8, 8), pca,
+                                 sample_defaults={"clip_x0": 1.0})
+    generator = PerSampleGenerator(0, range(4), torch.device("cpu"))
+    u_0 = difflab.sample(lambda u, t: 0.5 * u, LatentDiffusion(GaussianDiffusion(), pca), (4, 3, 2, 2), "ddim", 3,
+                         "eps", generator)  # no clip_x0
+    assert u_0.abs().max() > 1  # PCA latents leave [-1, 1] ...
+    assert torch.equal(model.sample(4, seed=0, sampler="ddim", steps=3, clip_x0=1.0), pca.decode(u_0).float())
+
+
+def test_an_autoencoder_tokenizer_starts_from_the_run_seed():
+    config = digits_config(tokenizer={"kind": "kl_vae", "latent_channels": 2, "levels": 1, "base_channels": 8},
+                           network={"kind": "vit", "in_channels": 2, "patch_size": 1, "dim": 16, "encoder_depth": 1,
+                                    "decoder_depth": 1, "num_heads": 2},
+                           objective={"prediction": "v"})
+    a, b, c = (build_model("latent", model_config(config, (1, 8, 8)), seed=s) for s in (0, 0, 1))
+    weights = [dict(m.tokenizer.tensors()) for m in (a, b, c)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_resume_refuses_another_tokenizer_but_not_another_way_to_fit_it(tmp_path):
+    run = {**digits_config().to_dict()["run"], "out_dir": str(tmp_path / "r")}
+    Trainer(digits_config(optim={"steps": 2, "batch_size": 8, "warmup_steps": 1}, run=run)).train()
+    tokenizer = digits_config().to_dict()["tokenizer"]
+    with pytest.raises(CheckpointError, match="tokenizer.whiten: checkpoint False vs config True"):
+        Trainer(digits_config(tokenizer={**tokenizer, "whiten": True}, run=run), resume="auto")
+    resumed = Trainer(digits_config(tokenizer={**tokenizer, "fit_images": 10}, run=run), resume="auto")
+    assert resumed.step == 2

@@ -138,7 +138,9 @@ class DiffusionModel(GenerativeModel):
         or ``x0`` itself with ``clean`` (l-DAE's probe protocol feeds clean input, t conditioning)."""
         if clean:
             return x0
-        return self.process.diffuse(x0, t.double(), torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
+        device = generator.device if generator is not None else x0.device
+        eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
+        return self.process.diffuse(x0, t.to(x0.device).double(), eps)
 
     # --- sampling ------------------------------------------------------------------------------
     def sample_options(self) -> tuple[str, ...]:

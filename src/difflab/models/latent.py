@@ -15,7 +15,8 @@ The tokenizer is the model's fitted state, not a trained parameter: ``fit`` fits
 on the training images or trains an autoencoder as a first stage (``fit_options``: images,
 steps, batch_size, lr, seed), or loads one saved with ``save_tokenizer`` (``path``); its
 tensors are saved in ``fitted.safetensors``, outside the optimizer and the EMA. A lossy
-tokenizer gives no likelihood of the pixels, so ``nll`` raises ``UnsupportedMetric``.
+tokenizer gives no likelihood of the pixels, so ``nll`` raises ``UnsupportedMetric``; and since
+latents are not images in [-1, 1], sampling never clips them (``clip_x0`` does not apply).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from difflab.errors import ConfigError, check_choice
+from difflab.errors import CheckpointError, ConfigError, check_choice
 from difflab.models.base import UnsupportedMetric
 from difflab.models.conditioning import Conditioning
 from difflab.models.diffusion import DiffusionModel
@@ -60,7 +61,8 @@ def tokenizer_spec(section: dict[str, Any], channels: int) -> dict[str, Any]:
 
 
 class ImageSpaceDenoiser:
-    """u_t -> E(net(D(u_t), t)): an image-space clean-data predictor seen from the latent."""
+    """u_t -> E(net(D(u_t), t)): l-DAE's image-space clean-data predictor (Chen et al. 2024,
+    Sec. 4.4: input D(u_t), output x_0) seen from the latent, i.e. an x0-denoiser of u_t."""
 
     def __init__(self, network: Callable[..., torch.Tensor], tokenizer: Tokenizer) -> None:
         self.network, self.tokenizer = network, tokenizer
@@ -101,12 +103,6 @@ class LatentDiffusionModel(DiffusionModel):
         self.loss_kind, self.space, self.residual_weight = loss, space, residual_weight
         self.fit_options = {**FIT_DEFAULTS, **(fit_options or {})}
         self.fitted = fitted
-        self._check_objective()
-
-    def _check_objective(self) -> None:
-        if self.loss_kind == "ldae" and self.space == "image" and not isinstance(self.tokenizer, PatchPCA):
-            raise ConfigError("l-DAE's space 'image' weights residuals per PCA component (Eq. 4): it needs "
-                              f"tokenizer kind patch_pca, not {self.tokenizer.kind}; or set objective.space: latent")
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -140,6 +136,10 @@ class LatentDiffusionModel(DiffusionModel):
     def to_image(self, z: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode(z)
 
+    def _resolved(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The diffusion sampling options, without clipping: latents are not images in [-1, 1]."""
+        return {**super()._resolved(options), "clip_x0": None}
+
     def network_input(self, x0: torch.Tensor, t: torch.Tensor, *, clean: bool = False,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """u_t (or D(u_t) for image input) of images ``x0``; ``clean``: E(x0) (or x0 itself)."""
@@ -167,8 +167,7 @@ class LatentDiffusionModel(DiffusionModel):
         if o["path"] is not None:
             self._set_tokenizer(self._loaded(o["path"]))
             return
-        images = torch.cat(list(batches))
-        images = images[: o["images"]] if o["images"] else images
+        images = first_images(batches, o["images"])
         generator = torch.Generator(device=images.device).manual_seed(int(o["seed"]))
         tokenizer = self.tokenizer.fit_to(images, generator, steps=o["steps"], batch_size=o["batch_size"], lr=o["lr"])
         self._set_tokenizer(tokenizer)
@@ -197,11 +196,12 @@ class LatentDiffusionModel(DiffusionModel):
 
     def load_fitted_state(self, tensors: dict[str, torch.Tensor]) -> None:
         own = {k.removeprefix("tokenizer."): v for k, v in tensors.items() if k.startswith("tokenizer.")}
-        if own:
-            device = next(iter(own.values())).device
-            self._set_tokenizer(tokenizer_from_saved(self.tokenizer.kind, self.tokenizer.config(), own))
-            if isinstance(self.tokenizer, nn.Module):
-                self.tokenizer.to(device)
+        if not own:
+            raise CheckpointError(f"the saved state has no tokenizer tensors; this latent model needs "
+                                  f"{self.fitted_description}")
+        self._set_tokenizer(tokenizer_from_saved(self.tokenizer.kind, self.tokenizer.config(), own))
+        if isinstance(self.tokenizer, nn.Module):
+            self.tokenizer.to(next(iter(own.values())).device)
 
     def _apply(self, fn: Any, recurse: bool = True) -> LatentDiffusionModel:
         """``.to(device)`` and friends also move a network tokenizer (held by the process)."""
@@ -227,7 +227,10 @@ class LatentDiffusionModel(DiffusionModel):
     def from_config(cls, config: dict[str, Any], *, seed: int | None = None) -> LatentDiffusionModel:
         c = dict(config)
         spec, shape = dict(c.pop("tokenizer")), tuple(c.pop("image_shape"))
-        tokenizer = unfitted_tokenizer(spec.pop("kind"), spec, int(shape[0]))
+        with torch.random.fork_rng(devices=[]):  # an autoencoder's initial weights: seeded, global RNG untouched
+            if seed is not None:
+                torch.manual_seed(seed + 1)
+            tokenizer = unfitted_tokenizer(spec.pop("kind"), spec, int(shape[0]))
         return cls(network_from_dict(c.pop("network"), seed=seed), build_process(c.pop("process")), shape, tokenizer,
                    fitted=False, conditioning=Conditioning.from_config(c.pop("conditioning", {})), **c)
 
@@ -237,5 +240,20 @@ class LatentDiffusionModel(DiffusionModel):
         o, tok = sections["objective"], sections["tokenizer"]
         fit = {"images": tok["fit_images"], "steps": tok["steps"], "batch_size": tok["batch_size"], "lr": tok["lr"],
                "seed": sections["optim"]["seed"], "path": tok["path"]}
-        return {**super().config_from_sections(sections, image_shape), "tokenizer": tokenizer_spec(tok, image_shape[0]),
+        config = super().config_from_sections(sections, image_shape)
+        config["sample_defaults"]["clip_x0"] = None  # latents are not images in [-1, 1]
+        return {**config, "tokenizer": tokenizer_spec(tok, image_shape[0]),
                 "loss": o["loss"], "space": o["space"], "residual_weight": o["residual_weight"], "fit_options": fit}
+
+
+def first_images(batches: Iterable[torch.Tensor], n: int) -> torch.Tensor:
+    """The first ``n`` images of ``batches`` (all of them for n = 0), read no further than needed."""
+    taken, count = [], 0
+    for batch in batches:
+        taken.append(batch if not n else batch[: n - count])
+        count += len(taken[-1])
+        if n and count >= n:
+            break
+    if not taken:
+        raise ConfigError("a latent model's tokenizer is fitted on the training images, but none were given")
+    return torch.cat(taken)

@@ -47,17 +47,19 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: G
     net = config.network
     c, h, w = model.network_shape()  # type: ignore[attr-defined]
     where = f"data {dataset.name} has images of shape (C, H, W) = {tuple(dataset.images.shape[1:])}"
-    if (c, h, w) != tuple(dataset.images.shape[1:]):
+    latent = (c, h, w) != tuple(dataset.images.shape[1:])
+    if latent:
         where += f", whose latents the network sees have shape ({c}, {h}, {w})"
+    source = "the tokenizer's latent channels" if latent else "or data.channels"
     if isinstance(net, MLPConfig) and net.in_features != c * h * w:
         raise ConfigError(f"network.in_features={net.in_features} but {where}; set network.in_features: {c * h * w}")
     if isinstance(net, (UNetConfig, ViTConfig)):
         if net.in_channels != c:
             raise ConfigError(f"network.in_channels={net.in_channels} but {where}; "
-                              f"set network.in_channels: {c} (or data.channels)")
+                              f"set network.in_channels: {c} ({source})")
         if net.out_channels not in (None, c):
-            raise ConfigError(f"network.out_channels={net.out_channels} must equal the data's {c} channels "
-                              "(the network predicts a tensor of the image's shape); leave it null")
+            raise ConfigError(f"network.out_channels={net.out_channels} must equal the {c} input channels "
+                              "(the network predicts a tensor of its input's shape); leave it null")
     num_classes = net.num_classes
     if num_classes is not None:
         if dataset.labels is None:

@@ -46,7 +46,8 @@ from difflab.models.artefact import (
     write_model,
 )
 from difflab.processes import DiagonalGaussianProcess
-from difflab.training.config import TrainConfig
+from difflab.training.config import TrainConfig, model_family
+from difflab.training.sections import TOKENIZER_FIT_OPTIONS
 from difflab.training.state import flatten, unflatten
 
 STATE_FILES = ("config.yaml", "state.safetensors", "state.json")
@@ -210,15 +211,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def check_compatible(saved: TrainConfig, current: TrainConfig, source: Path) -> None:
     """``CheckpointError`` listing keys where ``current`` cannot continue from ``saved``.
 
-    The model family, network architecture, the process and the prediction type must agree;
-    everything else (steps, lr, logging ...) may change between a run and its resumption.
+    The model family, network architecture, process, tokenizer and objective type must agree;
+    everything else (steps, lr, logging, how a tokenizer is fitted ...) may change between a
+    run and its resumption.
     """
     old, new = saved.to_dict(), current.to_dict()
+    for fit_only in TOKENIZER_FIT_OPTIONS:  # how the tokenizer was fitted; the checkpoint holds it fitted
+        old["tokenizer"].pop(fit_only), new["tokenizer"].pop(fit_only)
     pairs = {
-        "model.family": (saved.model.family, current.model.family),
+        "model.family": (model_family(saved), model_family(current)),
         **{f"{section}.{k}": (old[section].get(k), new[section].get(k))
-           for section in ("network", "process") for k in {*old[section], *new[section]}},
-        "objective.prediction": (saved.objective.prediction, current.objective.prediction),
+           for section in ("network", "process", "tokenizer") for k in {*old[section], *new[section]}},
+        **{f"objective.{k}": (old["objective"][k], new["objective"][k])
+           for k in ("loss", "prediction", "space", "residual_weight")},
     }
     diffs = [f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(pairs.items()) if a != b]
     if diffs:

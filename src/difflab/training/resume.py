@@ -75,12 +75,15 @@ def capture_run_state(run: Run) -> dict[str, Any]:
 
 
 def replica_checksums(run: Run) -> torch.Tensor:
-    """(world, 2 * tensors) float64 per-tensor sums of the weights and EMA on every rank.
+    """(world, tensors) float64 per-tensor sums of the weights, the EMA and the fitted state (a
+    tokenizer ...) on every rank.
 
-    DDP keeps replicas equal; ``save`` checks it, since a divergence would make the
-    checkpoint (written by rank 0 alone) misrepresent the other ranks.
+    DDP keeps the weights equal and every rank fits the same state from the same data and seed;
+    ``save`` checks it, since a divergence would make the checkpoint (written by rank 0 alone)
+    misrepresent the other ranks.
     """
-    tensors = [*run.unwrapped_model.parameters(), *run.ema.module.parameters()]
+    model = run.unwrapped_model
+    tensors = [*model.parameters(), *run.ema.module.parameters(), *model.fitted_state().values()]
     sums = torch.stack([p.detach().double().sum() for p in tensors])
     return run.accelerator.gather(sums[None]).cpu()
 

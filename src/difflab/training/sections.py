@@ -12,14 +12,15 @@ from typing import Literal
 
 from difflab.errors import ConfigError, check_choice
 from difflab.models import FAMILIES
-from difflab.objectives import LDAE_SPACES, LDAESpace, TimeSampling
+from difflab.objectives import LDAE_SPACES, LDAESpace, TimeSampling, Weighting
 from difflab.processes import Prediction
 from difflab.training.fields import MAX_SEED, check_range
 from difflab.training.schedule import LR_DECAYS, LRDecay, parse_duration
 
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
-ObjectiveWeighting = Literal["uniform", "snr", "min_snr", "dae"]  # diffusion_loss's, and l-DAE's "dae"
+ObjectiveWeighting = Literal[Weighting, "dae"]  # diffusion_loss's weightings, and l-DAE's "dae"
 TokenizerKind = Literal["none", "patch_pca", "autoencoder", "kl_vae"]
+TOKENIZER_FIT_OPTIONS = ("path", "fit_images", "steps", "batch_size", "lr")  # how, not what, is fitted
 DEFAULT_STEPS = 2000
 
 

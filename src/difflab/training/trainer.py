@@ -143,7 +143,8 @@ class Trainer:
             model.load_state_dict(checkpoint.model.state_dict())
             model.load_fitted_state(checkpoint.model.fitted_state())
         else:
-            model.fit(self.train_data.images.split(1024))  # data-dependent state (IHDM's prior, a tokenizer)
+            # data-dependent state (IHDM's prior, a tokenizer), fitted on the device, batch by batch
+            model.fit(batch.to(acc.device) for batch in self.train_data.images.split(1024))
         self.ema = EMA(model, optim.ema_decay, warmup=optim.ema_warmup)
         model.to(acc.device)
         self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
