@@ -43,7 +43,7 @@ def test_latent_config_trains_samples_evaluates_and_probes(name, tmp_path, cache
     out = tmp_path / "run"
     config = load_config(name, [*TINY, f"run.out_dir={out}"])
     trainer = Trainer(config)
-    trainer.train()
+    assert trainer.train()["fitted"].startswith(f"tokenizer {config.tokenizer.kind} (")  # printed by difflab train
     in_memory = trainer.ema.module
     loaded = load_model(out)
     assert loaded.family == "latent" and loaded.tokenizer.kind == config.tokenizer.kind

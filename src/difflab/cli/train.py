@@ -101,7 +101,13 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
                     for g, seconds in summary.get("tuned_grids", []))
     return (f"trained {summary['steps_this_run']} steps (total {summary['steps']}) in {summary['wall_time_s']:.1f} s, "
             f"{summary['images_per_s']:.0f} images/s, final loss {loss}, skipped {summary['skipped']}; "
-            f"checkpoint: {summary['checkpoint']}{budget_line(summary)}{speed_line(summary)}{tuned}")
+            f"checkpoint: {summary['checkpoint']}{budget_line(summary)}{speed_line(summary)}{fitted_line(summary)}"
+            f"{tuned}")
+
+
+def fitted_line(summary: dict[str, Any]) -> str:
+    """"\nfitted before training: ...": the model's report of its data-dependent state, if any."""
+    return f"\nfitted before training: {summary['fitted']}" if summary.get("fitted") else ""
 
 
 def budget_line(summary: dict[str, Any]) -> str:

@@ -74,8 +74,10 @@ class GenerativeModel(nn.Module, ABC):
     def after_step(self) -> None:
         """Called after every optimizer step; nothing by default."""
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> None:
-        """Fit data-dependent state (before training); nothing by default."""
+    def fit(self, batches: Iterable[torch.Tensor]) -> str | None:
+        """Fit data-dependent state (before training); a one-line report of what was fitted
+        (``difflab train`` prints it), or None. Nothing by default."""
+        return None
 
     @property
     def needs_fit(self) -> bool:

@@ -94,9 +94,10 @@ class DiffusionModel(GenerativeModel):
                               weighting=self.weighting, gamma=self.gamma, t=t, noise=noise,  # type: ignore[arg-type]
                               cond=cond)
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+    def fit(self, batches: Iterable[torch.Tensor]) -> str | None:
         """Fit the process's data-dependent state, if it has any."""
         self.process = self.process.fit(batches)
+        return self.fitted_description if self.fitted_state() else None
 
     @property
     def needs_fit(self) -> bool:

@@ -21,6 +21,7 @@ latents are not images in [-1, 1], sampling never clips them (``clip_x0`` does n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -161,16 +162,26 @@ class LatentDiffusionModel(DiffusionModel):
         return diffusion_loss(self.network, self.process, u_0, prediction=self.prediction,  # type: ignore[arg-type]
                               weighting=self.weighting, gamma=self.gamma, t=t, noise=noise, cond=cond)  # type: ignore[arg-type]
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> None:
-        """Fit the tokenizer (patch-PCA), train it (autoencoders), or load it from ``fit_options["path"]``."""
-        o = self.fit_options
+    def fit(self, batches: Iterable[torch.Tensor]) -> str:
+        """Fit the tokenizer (patch-PCA), train it (autoencoders), or load it from ``fit_options["path"]``;
+        reports how, in how long, and its reconstruction error on (up to 1000 of) the images."""
+        o, start = self.fit_options, time.perf_counter()
+        images = first_images(batches, o["images"])
         if o["path"] is not None:
             self._set_tokenizer(self._loaded(o["path"]))
-            return
-        images = first_images(batches, o["images"])
-        generator = torch.Generator(device=images.device).manual_seed(int(o["seed"]))
-        tokenizer = self.tokenizer.fit_to(images, generator, steps=o["steps"], batch_size=o["batch_size"], lr=o["lr"])
-        self._set_tokenizer(tokenizer)
+            how = f"loaded from {o['path']}"
+        else:
+            generator = torch.Generator(device=images.device).manual_seed(int(o["seed"]))
+            self._set_tokenizer(self.tokenizer.fit_to(images, generator, steps=o["steps"],
+                                                      batch_size=o["batch_size"], lr=o["lr"]))
+            trained = f", {o['steps']} steps of {o['batch_size']}" if isinstance(self.tokenizer, nn.Module) else ""
+            how = f"fitted on {len(images)} training images{trained}"
+        with torch.no_grad():
+            x = images[:1000]
+            mse = float((self.tokenizer.decode(self.tokenizer.encode(x)) - x).pow(2).mean())
+        latent = "x".join(str(d) for d in self.state_shape(1)[1:])
+        return (f"tokenizer {self.tokenizer.kind} ({latent} latent) {how} in {time.perf_counter() - start:.0f} s; "
+                f"reconstruction MSE {mse:.4g} per pixel in [-1, 1]")
 
     def _loaded(self, path: str) -> Tokenizer:
         tokenizer = load_tokenizer(path)

@@ -138,13 +138,14 @@ class Trainer:
         self.budget = self.length.budget
         self.overran = False  # the time budget ran out (on any rank) before the estimated step count
         checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+        self.fitted: str | None = None  # the model's report of what it fitted to the data (a fresh run only)
         if checkpoint is not None:
             check_compatible(checkpoint.config, config, checkpoint.path)
             model.load_state_dict(checkpoint.model.state_dict())
             model.load_fitted_state(checkpoint.model.fitted_state())
         else:
             # data-dependent state (IHDM's prior, a tokenizer), fitted on the device, batch by batch
-            model.fit(batch.to(acc.device) for batch in self.train_data.images.split(1024))
+            self.fitted = model.fit(batch.to(acc.device) for batch in self.train_data.images.split(1024))
         self.ema = EMA(model, optim.ema_decay, warmup=optim.ema_warmup)
         model.to(acc.device)
         self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
@@ -231,6 +232,7 @@ class Trainer:
             "tuned_grids": tuned,
             "speed": self.speed,
             "budget": self.length.summary(),
+            "fitted": self.fitted,
         }
 
     def _finished(self) -> bool:
