@@ -152,7 +152,7 @@ def test_a_tokenizer_from_a_path_must_match_the_config(tmp_path):
                                       "path": str(tmp_path / "tok")})
     model = build_model("latent", model_config(config, (1, 8, 8)), seed=0)
     with pytest.raises(ConfigError, match="latents \\(5, 2, 2\\); the config asks for a patch_pca with latents \\(3, 2, 2\\)"):
-        model.fit([])
+        model.fit([load_dataset("digits").images])
 
 
 def test_latents_are_never_clipped_like_images():
