@@ -60,17 +60,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--features", help="digits-cnn, mnist-cnn or inception (default: by dataset)")
     parser.add_argument("--inception-weights", help="local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth)")
     parser.add_argument("--cache-dir", help="reference-feature cache (default $DIFFLAB_CACHE_DIR/reference or ~/.cache/difflab/reference)")
-    parser.add_argument("--nll-method", default="elbo", choices=["elbo", "ode"], help="NLL estimator (default elbo)")
+    parser.add_argument("--nll-method", choices=["elbo", "ode", "iwae", "exact"],
+                        help="NLL estimator: diffusion elbo (default) or ode; VAE elbo (default) or iwae; flow exact")
     parser.add_argument("--nll-examples", type=int, default=256, help="data images scored for NLL (default 256)")
     parser.add_argument("--nll-num-t", type=int, default=4, help="elbo: time draws per image (default 4)")
     parser.add_argument("--ode-tol", type=float, default=1e-5, help="ode: RK45 rtol = atol (default 1e-5)")
+    parser.add_argument("--nll-k", type=int, default=64, help="iwae: importance samples per image (default 64)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(run=run)
 
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
     """Validated options for ``sweep`` (ConfigError for bad values)."""
-    for name in ("num", "batch_size", "nll_examples", "nll_num_t"):
+    for name in ("num", "batch_size", "nll_examples", "nll_num_t", "nll_k"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a positive integer")
     if not args.ode_tol > 0:
@@ -83,16 +85,23 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     if not samplers:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
     steps: list[int | None] = [None] if args.steps is None else list(positive_ints(args.steps))
-    if args.nll_method == "elbo":
-        nll_options: dict[str, Any] = {"time": "continuous", "num_t": args.nll_num_t, "importance": True}
-    else:
-        nll_options = {"divergence": "hutchinson", "num_probes": 1, "rtol": args.ode_tol, "atol": args.ode_tol}
     return {
         "metrics": comma_list(args.metrics), "samplers": samplers, "steps": steps, "grid": args.grid,
         "num_samples": args.num, "seed": args.seed, "batch_size": args.batch_size, "ema": not args.no_ema,
         "features": args.features, "inception_weights": args.inception_weights, "cache_dir": args.cache_dir,
-        "nll_method": args.nll_method, "nll_examples": args.nll_examples, "nll_options": nll_options,
+        "nll_method": args.nll_method, "nll_examples": args.nll_examples,
     }
+
+
+def nll_settings(args: argparse.Namespace, model: Any, metrics: list[str]) -> dict[str, Any]:
+    """{"nll_method", "nll_options"} for ``model``'s family: ``--nll-method`` (default: the family's
+    first estimator) and its options from ``--nll-num-t``, ``--ode-tol``, ``--nll-k``."""
+    if "nll" not in metrics:
+        return {}
+    method = args.nll_method or model.nll_methods[0]
+    check_choice(f"--nll-method for a {model.family} model", method, model.nll_methods)
+    settings = {"num_t": args.nll_num_t, "ode_tol": args.ode_tol, "k": args.nll_k}
+    return {"nll_method": method, "nll_options": model.nll_options(method, settings)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.checkpoint, ema=not args.no_ema)
     check_metrics(options["metrics"], model)  # e.g. nll of a model without one: before anything runs
+    options.update(nll_settings(args, model, options["metrics"]))
     trained_on = model.artefact["metadata"].get("data")  # type: ignore[index]
     if not isinstance(trained_on, dict):
         raise ConfigError(f"{model.artefact['path']} does not record its training data; it cannot be evaluated "  # type: ignore[index]

@@ -27,9 +27,18 @@ from difflab.data import ImageDataset
 from difflab.errors import ConfigError, check_choice
 from difflab.evaluation.features import extract, resolve_extractor
 from difflab.evaluation.precision_recall import precision_recall
-from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
-from difflab.likelihood import Method
-from difflab.models import DiffusionModel, GenerativeModel, UnsupportedMetric, model_device
+from difflab.evaluation.quality import (
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    reference_features,
+)
+from difflab.models import (
+    DiffusionModel,
+    GenerativeModel,
+    UnsupportedMetric,
+    model_device,
+)
 from difflab.processes import DiagonalGaussianProcess
 
 MetricName = Literal["fd", "kid", "is", "precision", "recall", "nll"]
@@ -135,7 +144,7 @@ def likelihood_summary(
     model: GenerativeModel,
     reference: Reference,
     *,
-    method: Method = "elbo",
+    method: str = "elbo",
     num_examples: int = 256,
     batch_size: int = 128,
     seed: int = 0,
@@ -169,7 +178,7 @@ def evaluate(
     features: str | nn.Module | None = None,
     inception_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
-    nll_method: Method = "elbo",
+    nll_method: str | None = None,
     nll_examples: int = 256,
     nll_options: dict[str, Any] | None = None,
     **sample_options: Any,
@@ -206,6 +215,8 @@ def evaluate(
     prediction = str(getattr(model, "prediction", "-"))
     if not wanted:
         reference = Reference(data.images, torch.empty(0), torch.empty(0), data.name, data.num_levels)
+        nll_method = nll_method or model.nll_methods[0]
+        check_choice("nll method", nll_method, model.nll_methods)
         result = likelihood_summary(model, reference, method=nll_method, num_examples=nll_examples, seed=seed,
                                     **(nll_options or {}))
         method = nll_method + "".join(f", {k}={v}" for k, v in (nll_options or {}).items())

@@ -3,7 +3,7 @@
 - ``GenerativeModel``: the protocol (``losses``, ``sample``, ``nll``, ``config``, fitted state);
 - ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
-  listed by name in ``FAMILIES``;
+  ``VAEModel`` (VAE, beta-VAE) and ``FlowModel`` (RealNVP/Glow), listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -20,8 +20,10 @@ from difflab.models.artefact import (
 from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
 from difflab.models.conditioning import ClassLabels, Conditioning
 from difflab.models.diffusion import DiffusionModel
+from difflab.models.flow import FlowModel, FlowOptions
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
+from difflab.models.vae import VAEModel, VAEOptions
 
 __all__ = [
     "FAMILIES",
@@ -29,10 +31,14 @@ __all__ = [
     "ClassLabels",
     "Conditioning",
     "DiffusionModel",
+    "FlowModel",
+    "FlowOptions",
     "GenerativeModel",
     "IHDMModel",
     "LatentDiffusionModel",
     "UnsupportedMetric",
+    "VAEModel",
+    "VAEOptions",
     "build_model",
     "load_model",
     "model_device",

@@ -31,14 +31,18 @@ from safetensors.torch import load_file, save_file
 from difflab.errors import CheckpointError, ConfigError, check_choice
 from difflab.models.base import GenerativeModel
 from difflab.models.diffusion import DiffusionModel
+from difflab.models.flow import FlowModel
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
+from difflab.models.vae import VAEModel
 from difflab.samplers import TunedGrids
 
 FAMILIES: dict[str, type[GenerativeModel]] = {
     "diffusion": DiffusionModel,  # a denoiser on a diagonal Gaussian process (DDPM/VP, blurring ...)
     "ihdm": IHDMModel,  # inverse heat dissipation (Rissanen et al. 2023)
     "latent": LatentDiffusionModel,  # a tokenizer + diffusion in its latent (LDM; l-DAE)
+    "vae": VAEModel,  # a VAE / beta-VAE with a discretized logistic decoder
+    "flow": FlowModel,  # a RealNVP/Glow normalizing flow on dequantized images
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

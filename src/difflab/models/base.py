@@ -17,6 +17,10 @@ method                               what
 ``config()`` / ``state_dict()``      what ``save_model`` writes; ``fitted_state()`` besides
 ``config_from_sections(sections,``   the ``config()`` a training config's sections describe
 ``image_shape)``                     (``difflab train`` builds every family through it)
+``options_class``                    the dataclass of the family's own ``model`` section options
+``check_network(config)``            ``ConfigError`` unless the family can use that network
+``dry_run(where)``                   one forward pass on zeros, so a shape mismatch fails up front
+``nll_methods``, ``nll_options``     the likelihood estimators, and their options from CLI settings
 ===================================  ==========================================================
 
 A family subclasses ``GenerativeModel`` in its own module and is listed in
@@ -25,6 +29,7 @@ A family subclasses ``GenerativeModel`` in its own module and is listed in
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -34,10 +39,20 @@ from torch import nn
 
 from difflab.errors import ConfigError, DifflabError
 from difflab.models.conditioning import Conditioning, slice_cond
+from difflab.nn import config_to_dict, network_from_dict
 from difflab.processes.noise import Generator, PerSampleGenerator
 from difflab.samplers import TunedGrids
 
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor] | None]  # (x0 (B, C, H, W) in [-1, 1], conditions)
+
+
+def check_image_size(network: dict[str, Any], image_shape: tuple[int, ...]) -> None:
+    """``ConfigError`` unless a fixed-size network's ``in_channels`` and ``resolution`` match the images."""
+    c, h, w = image_shape
+    if (network["in_channels"], network["resolution"], network["resolution"]) != (c, h, w):
+        raise ConfigError(f"network.in_channels={network['in_channels']}, network.resolution={network['resolution']} "
+                          f"but the images are (C, H, W) = {tuple(image_shape)}; set network.in_channels: {c} and "
+                          f"network.resolution: {h}")
 
 
 class UnsupportedMetric(DifflabError):
@@ -107,6 +122,29 @@ class GenerativeModel(nn.Module, ABC):
     def check_process(cls, process: Any) -> None:
         """``ConfigError`` unless this family can use ``process`` (families without one ignore it)."""
 
+    @classmethod
+    def check_network(cls, network: Any) -> None:
+        """``ConfigError`` unless this family can use a network of config ``network`` (a ``difflab.nn`` config)."""
+
+    options_class: ClassVar[type | None] = None  # dataclass of the ``model`` section's options besides ``family``
+
+    def network_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the tensors the network sees: the images by default."""
+        return tuple(self.image_shape)
+
+    def dry_run(self, where: str) -> None:
+        """``ConfigError`` if the training losses of two blank images fail (a shape mismatch ...);
+        ``where`` describes the data for the message. Eval mode, no gradients, own generator."""
+        was_training = self.training
+        x = torch.zeros(2, *self.image_shape, device=model_device(self))
+        try:
+            with torch.no_grad():
+                self.eval().losses((x, None), torch.Generator(device=x.device).manual_seed(0))
+        except RuntimeError as err:
+            raise ConfigError(f"the network cannot process the data ({where}): {str(err).splitlines()[0]}") from None
+        finally:
+            self.train(was_training)
+
     tunable: ClassVar[bool] = False  # whether ``difflab tune`` can tune sampler grids of this family
 
     @classmethod
@@ -136,6 +174,7 @@ class GenerativeModel(nn.Module, ABC):
         per input (class labels default to 0, 1, ..., K-1, 0, ...). ``options`` go to the
         family's ``draw`` (sampler, steps, guidance ...). The model should be in eval mode.
         """
+        options = {k: v for k, v in options.items() if v is not None}  # None: the model's default
         if not isinstance(n, int) or n < 1 or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"n={n!r} and batch_size={batch_size!r} must be positive integers")
         unknown = sorted(set(options) - set(self.sample_options()))
@@ -159,6 +198,13 @@ class GenerativeModel(nn.Module, ABC):
                                 "evaluate sample metrics (fd, kid, is, precision, recall) instead")
 
     has_likelihood: ClassVar[bool] = False  # whether ``nll`` is defined (else UnsupportedMetric)
+    nll_methods: ClassVar[tuple[str, ...]] = ()  # the estimators ``nll(x, method)`` takes; the first is the default
+
+    @classmethod
+    def nll_options(cls, method: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The ``nll`` options of ``method`` from generic settings (``difflab eval``'s ``num_t``,
+        ``ode_tol``, ``k`` ...); none by default."""
+        return {}
 
     # --- persistence ---------------------------------------------------------------------------
     @abstractmethod
@@ -175,3 +221,26 @@ class GenerativeModel(nn.Module, ABC):
     @abstractmethod
     def from_config(cls, config: dict[str, Any], *, seed: int | None = None) -> GenerativeModel:
         """The model ``config`` describes; network weights initialised from ``seed``."""
+
+
+class OptionsModel(GenerativeModel):
+    """A family whose ``config()`` is its ``network``, the ``image_shape`` and the fields of its
+    ``options_class`` (the ``model`` section of its training config), each an attribute."""
+
+    network: nn.Module
+
+    def config(self) -> dict[str, Any]:
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self.options_class)}  # type: ignore[arg-type]
+        return {"network": config_to_dict(self.network.config), "image_shape": list(self.image_shape), **options}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, seed: int | None = None) -> GenerativeModel:
+        c = dict(config)
+        return cls(network_from_dict(c.pop("network"), seed=seed), tuple(c.pop("image_shape")), **c)  # type: ignore[call-arg]
+
+    @classmethod
+    def config_from_sections(cls, sections: dict[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The ``network`` section (checked against the images) and the ``model`` section's options."""
+        check_image_size(sections["network"], image_shape)
+        options = {k: v for k, v in sections["model"].items() if k != "family"}
+        return {"network": sections["network"], "image_shape": list(image_shape), **options}

@@ -20,7 +20,7 @@ from difflab.errors import ConfigError, check_choice
 from difflab.likelihood import nll
 from difflab.models.base import Batch, GenerativeModel
 from difflab.models.conditioning import Conditioning
-from difflab.nn import config_to_dict, network_from_dict
+from difflab.nn import DENOISER_CONFIGS, config_to_dict, network_from_dict
 from difflab.objectives import diffusion_loss, sample_times
 from difflab.processes import DiagonalGaussianProcess, build_process
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
@@ -119,6 +119,22 @@ class DiffusionModel(GenerativeModel):
         """(C, H, W) of the tensors the network maps to tensors of the same shape."""
         return self.image_shape
 
+    def dry_run(self, where: str) -> None:
+        """One forward pass of the network (eval, no grad) on zeros of ``network_shape()``; its
+        output must have its input's shape."""
+        x = torch.zeros(2, *self.network_shape(), device=next(self.network.parameters()).device)
+        was_training = self.network.training
+        try:
+            with torch.no_grad():
+                out = self.network.eval()(x, torch.full((2,), 0.5, device=x.device))
+        except RuntimeError as err:
+            raise ConfigError(f"the network cannot process the data ({where}): {str(err).splitlines()[0]}") from None
+        finally:
+            self.network.train(was_training)
+        if out.shape != x.shape:
+            raise ConfigError(f"the network maps images of shape {tuple(x.shape[1:])} to {tuple(out.shape[1:])}; "
+                              f"its output must have the input's shape ({where})")
+
     @property
     def denoiser(self) -> Any:
         """``denoiser(z_t, t, **cond)``: the prediction (``sample_prediction``) of the clean state."""
@@ -183,6 +199,21 @@ class DiffusionModel(GenerativeModel):
 
     tunable: ClassVar[bool] = True
     has_likelihood: ClassVar[bool] = True
+    nll_methods: ClassVar[tuple[str, ...]] = ("elbo", "ode")
+
+    @classmethod
+    def nll_options(cls, method: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """elbo: continuous time, ``num_t`` importance-sampled times; ode: Hutchinson, RK45 at ``ode_tol``."""
+        if method == "elbo":
+            return {"time": "continuous", "num_t": settings["num_t"], "importance": True}
+        return {"divergence": "hutchinson", "num_probes": 1, "rtol": settings["ode_tol"], "atol": settings["ode_tol"]}
+
+    @classmethod
+    def check_network(cls, network: Any) -> None:
+        """A denoiser ``net(x, t, **cond)`` (UNet, MLP, ViT), not a VAE or a flow."""
+        if not isinstance(network, DENOISER_CONFIGS):
+            raise ConfigError(f"a {cls.family} model needs a denoiser network (network.kind: unet, mlp or vit); "
+                              f"got {config_to_dict(network)['kind']!r}: set model.family to its family (vae, flow)")
 
     @classmethod
     def sampler_names(cls) -> list[str]:

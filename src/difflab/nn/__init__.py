@@ -1,4 +1,5 @@
-"""Denoising networks: plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``.
+"""Networks. Denoisers (UNet, MLP, ViT) are plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``;
+``ConvVAE`` (a VAE's encoder and decoder) and ``Glow`` (a normalizing flow) serve their families.
 
 t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
 processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
@@ -11,6 +12,7 @@ the architecture with ``config_to_dict(net.config)``.
 
 from difflab.nn.autoencoder import AutoencoderConfig, ConvAutoencoder, fit_autoencoder
 from difflab.nn.build import (
+    DENOISER_CONFIGS,
     NETWORK_KINDS,
     NetworkConfig,
     NetworkKind,
@@ -23,17 +25,24 @@ from difflab.nn.build import (
     network_from_dict,
 )
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
+from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
+from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
 
 __all__ = [
+    "DENOISER_CONFIGS",
     "MLP",
     "NETWORK_KINDS",
     "AttentionBlock",
     "AutoencoderConfig",
     "ClassEmbedding",
     "ConvAutoencoder",
+    "ConvVAE",
+    "ConvVAEConfig",
+    "Glow",
+    "GlowConfig",
     "MLPConfig",
     "NetworkConfig",
     "NetworkKind",

@@ -15,16 +15,20 @@ import torch
 from torch import nn
 
 from difflab.errors import ConfigError, check_choice
+from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.unet import UNet, UNetConfig
+from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
 
-NetworkKind = Literal["unet", "mlp", "vit"]
+NetworkKind = Literal["unet", "mlp", "vit", "vae", "glow"]
 NETWORK_KINDS: tuple[str, ...] = get_args(NetworkKind)
-NetworkConfig = UNetConfig | MLPConfig | ViTConfig
+NetworkConfig = UNetConfig | MLPConfig | ViTConfig | ConvVAEConfig | GlowConfig
 NETWORK_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {
-    "unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLP), "vit": (ViTConfig, ViT),
+    "unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLP), "vit": (ViTConfig, ViT),  # denoisers
+    "vae": (ConvVAEConfig, ConvVAE), "glow": (GlowConfig, Glow),  # a VAE's encoder/decoder; a flow
 }
+DENOISER_CONFIGS = (UNetConfig, MLPConfig, ViTConfig)  # networks ``net(x, t, **cond) -> x's shape``
 
 
 def make_config(kind: NetworkKind, **fields: Any) -> NetworkConfig:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 from difflab.data import ImageDataset
 from difflab.errors import ConfigError, DataError, DifflabError
 from difflab.models import FAMILIES, GenerativeModel, build_model
-from difflab.nn import MLPConfig, UNetConfig, ViTConfig
+from difflab.nn import MLPConfig
 from difflab.training.config import TrainConfig, model_family
 
 
@@ -45,7 +42,7 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: G
     """``ConfigError``/``DataError`` unless the model's network maps the tensors it sees (the
     images, or a tokenizer's latents: ``model.network_shape()``) to their shape."""
     net = config.network
-    c, h, w = model.network_shape()  # type: ignore[attr-defined]
+    c, h, w = model.network_shape()
     where = f"data {dataset.name} has images of shape (C, H, W) = {tuple(dataset.images.shape[1:])}"
     latent = (c, h, w) != tuple(dataset.images.shape[1:])
     if latent:
@@ -53,14 +50,14 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: G
     source = "the tokenizer's latent channels" if latent else "or data.channels"
     if isinstance(net, MLPConfig) and net.in_features != c * h * w:
         raise ConfigError(f"network.in_features={net.in_features} but {where}; set network.in_features: {c * h * w}")
-    if isinstance(net, (UNetConfig, ViTConfig)):
+    if not isinstance(net, MLPConfig):
         if net.in_channels != c:
             raise ConfigError(f"network.in_channels={net.in_channels} but {where}; "
                               f"set network.in_channels: {c} ({source})")
-        if net.out_channels not in (None, c):
+        if getattr(net, "out_channels", None) not in (None, c):
             raise ConfigError(f"network.out_channels={net.out_channels} must equal the {c} input channels "
                               "(the network predicts a tensor of its input's shape); leave it null")
-    num_classes = net.num_classes
+    num_classes = getattr(net, "num_classes", None)
     if num_classes is not None:
         if dataset.labels is None:
             raise DataError(f"network.num_classes={num_classes} needs labels but {dataset.name} has none; "
@@ -68,22 +65,7 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: G
         if dataset.num_classes is not None and dataset.num_classes > num_classes:
             raise ConfigError(f"network.num_classes={num_classes} but {dataset.name} has {dataset.num_classes} "
                               f"classes; set network.num_classes: {dataset.num_classes}")
-    _dry_run(model.network, torch.zeros(2, c, h, w), where)  # type: ignore[arg-type]
-
-
-def _dry_run(network: nn.Module, x: torch.Tensor, where: str) -> None:
-    """One forward pass (eval, no grad) to catch any other shape mismatch up front."""
-    was_training = network.training
-    try:
-        with torch.no_grad():
-            out = network.eval()(x, torch.full((x.shape[0],), 0.5))
-    except RuntimeError as err:
-        raise ConfigError(f"the network cannot process the data ({where}): {str(err).splitlines()[0]}") from None
-    finally:
-        network.train(was_training)
-    if out.shape != x.shape:
-        raise ConfigError(f"the network maps images of shape {tuple(x.shape[1:])} to {tuple(out.shape[1:])}; "
-                          f"its output must have the input's shape ({where})")
+    model.dry_run(where)
 
 
 def image_shape(dataset: ImageDataset) -> tuple[int, int, int]:

@@ -222,6 +222,8 @@ def check_compatible(saved: TrainConfig, current: TrainConfig, source: Path) -> 
         "model.family": (model_family(saved), model_family(current)),
         **{f"{section}.{k}": (old[section].get(k), new[section].get(k))
            for section in ("network", "process", "tokenizer") for k in {*old[section], *new[section]}},
+        **{f"model.{k}": (old["model"].get(k), new["model"].get(k))  # the family's options (beta ...)
+           for k in {*old["model"], *new["model"]} - {"family"}},
         **{f"objective.{k}": (old["objective"][k], new["objective"][k])
            for k in ("loss", "prediction", "space", "residual_weight")},
     }

@@ -9,7 +9,8 @@ fully resolved config (every default filled in), which checkpoints store as ``co
 Sections::
 
     data:      difflab.data.DataConfig (name, path, split, image_size, channels, hflip, ...)
-    model:     ModelConfig       (the model family: diffusion, ihdm, latent; auto = the process's own)
+    model:     ModelConfig       (the model family: diffusion, ihdm, latent, vae, flow; auto = the process's
+               own), with the family's own options written beside it ({family: vae, beta: 4})
     tokenizer: TokenizerConfig   (latent models: patch_pca, autoencoder, kl_vae; fitted before training)
     process:   the process itself (a frozen dataclass of difflab.processes.PROCESSES, e.g.
                GaussianDiffusion), written {kind: gaussian|blurring|heat|dae, ...}
@@ -106,7 +107,9 @@ class TrainConfig:
             values["process"] = resolve_process(raw["process"])
         if "network" in raw:
             values["network"] = resolve_network(raw["network"])
-        for name, section_cls in (("model", ModelConfig), ("tokenizer", TokenizerConfig),
+        if "model" in raw:
+            values["model"] = ModelConfig.from_dict(raw["model"])
+        for name, section_cls in (("tokenizer", TokenizerConfig),
                                   ("objective", ObjectiveConfig), ("optim", OptimConfig), ("run", RunConfig)):
             if name in raw:
                 values[name] = dataclass_from_dict(section_cls, raw[name], name)
@@ -128,6 +131,8 @@ def section_dict(section: Any) -> dict[str, Any]:
         return _plain(section.config())
     if isinstance(section, NetworkConfig):
         return _plain(config_to_dict(section))
+    if isinstance(section, ModelConfig):
+        return _plain(section.to_dict())
     return _plain(dataclasses.asdict(section))  # type: ignore[arg-type]
 
 
@@ -189,6 +194,7 @@ def check_consistency(config: TrainConfig) -> None:
     family = model_family(config)
     check_latent(config, family)
     FAMILIES[family].check_process(config.process)
+    FAMILIES[family].check_network(config.network)
     samplers = FAMILIES[family].sampler_names()
     for key, sampler in (("run.sample.sampler", config.run.sample.sampler), ("run.eval.sampler", config.run.eval.sampler)):
         if sampler is not None:

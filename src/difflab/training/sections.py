@@ -7,14 +7,15 @@ every field says its unit and why its default. Cross-section checks live in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from difflab.errors import ConfigError, check_choice
 from difflab.models import FAMILIES
 from difflab.objectives import LDAE_SPACES, LDAESpace, TimeSampling, Weighting
 from difflab.processes import Prediction
-from difflab.training.fields import MAX_SEED, check_range
+from difflab.training.fields import MAX_SEED, check_range, dataclass_from_dict
 from difflab.training.schedule import LR_DECAYS, LRDecay, parse_duration
 
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
@@ -26,16 +27,50 @@ DEFAULT_STEPS = 2000
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model family the run trains (``difflab.models.FAMILIES``)."""
+    """Which model family the run trains (``difflab.models.FAMILIES``), and that family's own options.
+
+    Written flat in YAML, ``model: {family: vae, beta: 4.0}``: the keys besides ``family`` are the
+    fields of the family's ``options_class`` (``VAEOptions``, ``FlowOptions`` ...; the diffusion
+    families have none, their options live in ``process`` and ``objective``).
+    """
 
     family: str = "auto"
     """"diffusion" (a denoiser: eps/x0/v prediction, the ODE/SDE samplers, NLL), "ihdm" (inverse
     heat dissipation: predict the less-blurred level, Rissanen et al. 2023), "latent" (diffusion
-    in a tokenizer's latent: latent diffusion, l-DAE), or "auto": "latent" when a tokenizer is
-    set, else the family the process was designed for (heat -> ihdm, others -> diffusion)."""
+    in a tokenizer's latent: latent diffusion, l-DAE), "vae" (VAE / beta-VAE), "flow" (RealNVP /
+    Glow), or "auto": "latent" when a tokenizer is set, else the family the process was designed
+    for (heat -> ihdm, others -> diffusion)."""
+    options: Any = None
+    """The family's options (an instance of its ``options_class``), None for families without."""
 
     def __post_init__(self) -> None:
         check_choice("model.family", self.family, ["auto", *sorted(FAMILIES)])
+        options_class = FAMILIES[self.family].options_class if self.family != "auto" else None
+        if options_class is not None and self.options is None:
+            object.__setattr__(self, "options", options_class())
+        if options_class is None and self.options is not None or \
+                options_class is not None and not isinstance(self.options, options_class):
+            raise ConfigError(f"model.options of a {self.family} model must be a {getattr(options_class, '__name__', None)}")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ModelConfig:
+        """``{family, **options}`` (parsed YAML) validated into a ``ModelConfig``."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"the model section must be a mapping like {{family: vae, beta: 4.0}}, got {raw!r}")
+        options = dict(raw)
+        family = options.pop("family", "auto")
+        check_choice("model.family", family, ["auto", *sorted(FAMILIES)])
+        options_class = FAMILIES[family].options_class if family != "auto" else None
+        if options_class is None:
+            if options:
+                raise ConfigError(f"unknown model option(s) {sorted(options)}: model.family {family!r} has none "
+                                  "(its options are in the process and objective sections)")
+            return cls(family)
+        return cls(family, dataclass_from_dict(options_class, options, "model"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat ``{family, **options}`` that ``from_dict`` reads."""
+        return {"family": self.family, **(dataclasses.asdict(self.options) if self.options is not None else {})}
 
 
 @dataclass(frozen=True)
