@@ -238,9 +238,14 @@ def test_shipped_config_trains_samples_and_evaluates_through_the_cli(name, tmp_p
     pytest.importorskip("difflab.data.mnist")
     out = tmp_path / "run"
     assert main(["train", "--config", name, *TINY_MNIST[name], "optim.steps=2", "optim.batch_size=8",
-                 "optim.warmup_steps=1", "run.progress=false", "run.sample.num=4", "run.eval_every=0",
+                 "optim.warmup_steps=1", "run.progress=false", "run.sample.num=4", "run.eval_every=2",
+                 "run.eval.num_samples=10", "run.eval.metrics=[fd,nll]", "run.eval.nll_examples=4",
                  f"run.out_dir={out}"]) == 0
-    assert main(["sample", "--checkpoint", str(out), "--num", "3", "--out", str(tmp_path / "s.png")]) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"fd", "nll"} <= set(next(r for r in logged if "eval" in r)["eval"])  # periodic evaluation
+    assert main(["sample", "--checkpoint", str(out), "--num", "3", "--temperature", "0.5",
+                 "--out", str(tmp_path / "s.png")]) == 0
+    assert "samples, step 2, EMA weights, " in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(out), "--metrics", "fd,nll", "--num", "10", "--nll-examples", "4",
                  "--nll-k", "3", *(["--nll-method", "iwae"] if "vae" in name else []),
                  "--out", str(tmp_path / "ev"), "--cache-dir", str(cache)]) == 0

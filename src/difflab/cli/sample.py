@@ -49,6 +49,8 @@ def add_parser(subparsers: Any) -> None:
                         help="class index (or indices, repeated to fill the grid) of a class-conditional model")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance weight w: 0 unconditional, "
                         "1 conditional (default), > 1 guided")
+    parser.add_argument("--temperature", type=float, help="VAE / flow: std T of the latent draw z ~ N(0, T^2 I) "
+                        "(default: the model's)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--out", default="samples.png", help="PNG grid to write (default samples.png)")
     parser.add_argument("--npz", help="also save the samples to this .npz file")
@@ -72,6 +74,8 @@ def check_args(args: argparse.Namespace) -> torch.device:
         raise ConfigError(f"--eta={args.eta} must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)")
     if args.grid is not None:
         check_choice("--grid", args.grid, grid_choices())
+    if args.temperature is not None and not args.temperature > 0:
+        raise ConfigError(f"--temperature={args.temperature} must be positive (1 = the model's prior)")
     return check_device(args.device)
 
 
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
         cond = {"class_labels": class_labels(args.classes, num, model.conditioning.num_classes)}
     options = {"sampler": args.sampler, "steps": args.steps, "grid": args.grid, "eta": args.eta,
-               "clip_x0": args.clip_x0, "guidance": args.guidance}
+               "clip_x0": args.clip_x0, "guidance": args.guidance, "temperature": args.temperature}
     options = {k: v for k, v in options.items() if v is not None}  # the family rejects what it does not take
     how = model.sampling_protocol(**options)  # checks the options before anything is drawn or written
     precision = resolve_precision(args.precision, device, key="--precision")
@@ -118,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
     step = model.artefact["metadata"].get("step", "?")  # type: ignore[index]
     speed = f"{'bf16' if precision == 'bf16' else 'fp16' if precision == 'fp16' else 'fp32'}" + \
         (", compiled" if args.compile else "")
+    how_text = how["sampler"] if how["grid"] == "-" else f"{how['sampler']} with {how['steps']} steps on the {how['grid']} grid"
     print(f"wrote {out} ({x.shape[0]} samples, step {step}, {'raw' if args.no_ema else 'EMA'} weights, "
-          f"{how['sampler']} with {how['steps']} steps on the {how['grid']} grid, {speed})")
+          f"{how_text}, {speed})")
     if args.npz:
         print(f"wrote {save_samples_npz(x, args.npz, labels)}")
     return 0

@@ -3,7 +3,8 @@
 - ``GenerativeModel``: the protocol (``losses``, ``sample``, ``nll``, ``config``, fitted state);
 - ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
-  ``VAEModel`` (VAE, beta-VAE) and ``FlowModel`` (RealNVP/Glow), listed by name in ``FAMILIES``;
+  ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow) and ``PixelCNNModel`` (gated
+  PixelCNN), listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -17,6 +18,7 @@ from difflab.models.artefact import (
     resolve_checkpoint,
     save_model,
 )
+from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
 from difflab.models.conditioning import ClassLabels, Conditioning
 from difflab.models.diffusion import DiffusionModel
@@ -36,6 +38,7 @@ __all__ = [
     "GenerativeModel",
     "IHDMModel",
     "LatentDiffusionModel",
+    "PixelCNNModel",
     "UnsupportedMetric",
     "VAEModel",
     "VAEOptions",

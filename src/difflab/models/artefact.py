@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from difflab.errors import CheckpointError, ConfigError, check_choice
+from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import GenerativeModel
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel
@@ -43,6 +44,7 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
     "latent": LatentDiffusionModel,  # a tokenizer + diffusion in its latent (LDM; l-DAE)
     "vae": VAEModel,  # a VAE / beta-VAE with a discretized logistic decoder
     "flow": FlowModel,  # a RealNVP/Glow normalizing flow on dequantized images
+    "pixelcnn": PixelCNNModel,  # a gated PixelCNN: exact likelihood, one call per sub-pixel
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

@@ -225,12 +225,13 @@ class GenerativeModel(nn.Module, ABC):
 
 class OptionsModel(GenerativeModel):
     """A family whose ``config()`` is its ``network``, the ``image_shape`` and the fields of its
-    ``options_class`` (the ``model`` section of its training config), each an attribute."""
+    ``options_class`` (the ``model`` section of its training config; none if it is None), each an attribute."""
 
     network: nn.Module
 
     def config(self) -> dict[str, Any]:
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self.options_class)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(self.options_class) if self.options_class is not None else ()
+        options = {f.name: getattr(self, f.name) for f in fields}
         return {"network": config_to_dict(self.network.config), "image_shape": list(self.image_shape), **options}
 
     @classmethod

@@ -1,5 +1,6 @@
 """Networks. Denoisers (UNet, MLP, ViT) are plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``;
-``ConvVAE`` (a VAE's encoder and decoder) and ``Glow`` (a normalizing flow) serve their families.
+``ConvVAE`` (a VAE's encoder and decoder), ``Glow`` (a normalizing flow) and ``GatedPixelCNN`` (an
+autoregressive network) serve their families.
 
 t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
 processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
@@ -27,6 +28,7 @@ from difflab.nn.build import (
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
 from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.mlp import MLP, MLPConfig
+from difflab.nn.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
 from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
@@ -41,11 +43,13 @@ __all__ = [
     "ConvAutoencoder",
     "ConvVAE",
     "ConvVAEConfig",
+    "GatedPixelCNN",
     "Glow",
     "GlowConfig",
     "MLPConfig",
     "NetworkConfig",
     "NetworkKind",
+    "PixelCNNConfig",
     "ResBlock",
     "TimeEmbedding",
     "UNet",

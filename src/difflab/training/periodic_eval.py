@@ -52,9 +52,10 @@ class PeriodicEvaluator:
         common = dict(seed=o.seed, ema=True, cache_dir=o.cache_dir)
         results = []
         if self.sample_metrics:  # sampler/steps None: the run.sample ones (the model's defaults)
+            sampling = {"sampler": o.sampler, "steps": o.steps, "clip_x0": o.clip_x0 if o.clip_x0 is not None else 0.0}
+            sampling = {k: v for k, v in sampling.items() if k in model.sample_options()}  # e.g. a VAE has none of them
             results.append(evaluate(model, self.data, metrics=self.sample_metrics, num_samples=o.num_samples,
-                                    sampler=o.sampler, steps=o.steps, batch_size=o.batch_size, features=self.extractor,
-                                    clip_x0=o.clip_x0 if o.clip_x0 is not None else 0.0, **common))
+                                    batch_size=o.batch_size, features=self.extractor, **sampling, **common))
         if "nll" in o.metrics:
             results.append(evaluate(model, self.data, metrics=("nll",), nll_examples=o.nll_examples, **common))
         numbers = {k: float(r[k]) for r in results for k in NUMBER_KEYS if k in r}

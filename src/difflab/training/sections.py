@@ -38,7 +38,7 @@ class ModelConfig:
     """"diffusion" (a denoiser: eps/x0/v prediction, the ODE/SDE samplers, NLL), "ihdm" (inverse
     heat dissipation: predict the less-blurred level, Rissanen et al. 2023), "latent" (diffusion
     in a tokenizer's latent: latent diffusion, l-DAE), "vae" (VAE / beta-VAE), "flow" (RealNVP /
-    Glow), or "auto": "latent" when a tokenizer is set, else the family the process was designed
+    Glow), "pixelcnn" (gated PixelCNN), or "auto": "latent" when a tokenizer is set, else the family the process was designed
     for (heat -> ihdm, others -> diffusion)."""
     options: Any = None
     """The family's options (an instance of its ``options_class``), None for families without."""
