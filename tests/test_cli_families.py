@@ -17,7 +17,7 @@ TINY_NET = ["network.base_channels=16", "network.norm_groups=8", "network.channe
             "optim.warmup_steps=1", "run.progress=false", "run.sample.num=4", "run.eval_every=0"]
 EXTRA = {"mnist-ihdm": ["process.K=5", "run.sample.steps=5"]}  # IHDM samples one step per level
 LATENT = ("mnist-latent-pca", "mnist-latent-kl", "mnist-ldae")  # ViT configs: tests/test_latent.py
-OWN_NETWORKS = ("mnist-vae", "mnist-beta-vae", "mnist-flow")  # no UNet: tests/test_vae_flow.py
+OWN_NETWORKS = ("mnist-vae", "mnist-beta-vae", "mnist-flow", "mnist-pixelcnn")  # no UNet: test_vae_flow, test_pixelcnn
 CONFIGS = sorted(name for name in shipped_configs()
                  if name.startswith(("digits-", "mnist-")) and name not in LATENT + OWN_NETWORKS)
 
