@@ -38,7 +38,12 @@ import torch
 
 from difflab.data import load_dataset
 from difflab.evaluation.classifier import load_classifier
-from difflab.evaluation.evaluate import Reference, likelihood_summary, make_reference, sample_quality
+from difflab.evaluation.evaluate import (
+    Reference,
+    likelihood_summary,
+    make_reference,
+    sample_quality,
+)
 from difflab.evaluation.features import make_extractor
 from difflab.evaluation.figures import save_image_grid
 from difflab.models import GenerativeModel, load_model

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from difflab.errors import ConfigError, DataError, check_choice
-from difflab.likelihood.quantization import bin_width, check_on_grid
-from difflab.models.base import Batch, OptionsModel
+from difflab.errors import ConfigError, check_choice
+from difflab.likelihood.quantization import bin_width
+from difflab.models.base import Batch, OptionsModel, check_levels
 from difflab.models.conditioning import Conditioning
 from difflab.nn import GatedPixelCNN, PixelCNNConfig, config_to_dict
 from difflab.processes.noise import Generator, PerSampleGenerator
@@ -65,11 +65,7 @@ class PixelCNNModel(OptionsModel):
         """Nothing is fitted; checks that the training images lie on the network's ``levels`` grid."""
         first = next(iter(batches), None)
         if first is not None:
-            try:
-                check_on_grid(first, self.levels)
-            except DataError:
-                raise DataError(f"the training images are not on the {self.levels}-level grid the PixelCNN "
-                                "predicts; set network.levels to the data's levels (17 for digits)") from None
+            check_levels(first, self.levels, "the PixelCNN predicts", "network.levels")
         return None
 
     # --- sampling --------------------------------------------------------------------------------

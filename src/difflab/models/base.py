@@ -37,7 +37,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from difflab.errors import ConfigError, DifflabError
+from difflab.errors import ConfigError, DataError, DifflabError
+from difflab.likelihood.quantization import check_on_grid
 from difflab.models.conditioning import Conditioning, slice_cond
 from difflab.nn import config_to_dict, network_from_dict
 from difflab.processes.noise import Generator, PerSampleGenerator
@@ -53,6 +54,16 @@ def check_image_size(network: dict[str, Any], image_shape: tuple[int, ...]) -> N
         raise ConfigError(f"network.in_channels={network['in_channels']}, network.resolution={network['resolution']} "
                           f"but the images are (C, H, W) = {tuple(image_shape)}; set network.in_channels: {c} and "
                           f"network.resolution: {h}")
+
+
+def check_levels(images: torch.Tensor, levels: int, model: str, fix: str) -> None:
+    """One-line ``DataError`` unless ``images`` lie on the ``levels``-level grid that ``model`` scores
+    (a discrete decoder, dequantization bins, softmax classes); ``fix`` says which option to set."""
+    try:
+        check_on_grid(images, levels)
+    except DataError:
+        raise DataError(f"the training images are not on the {levels}-level grid {model}; "
+                        f"set {fix} to the data's levels (17 for digits)") from None
 
 
 class UnsupportedMetric(DifflabError):

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import torch
 
 from difflab.errors import ConfigError, DataError, check_choice
-from difflab.likelihood.quantization import bin_width, check_on_grid, dequantize
-from difflab.models.base import Batch, OptionsModel
+from difflab.likelihood.quantization import bin_width, dequantize
+from difflab.models.base import Batch, OptionsModel, check_levels
 from difflab.models.conditioning import Conditioning
 from difflab.nn import Glow, GlowConfig, config_to_dict
 from difflab.processes.noise import Generator, PerSampleGenerator
@@ -96,11 +96,7 @@ class FlowModel(OptionsModel):
         if not taken:
             raise DataError("a flow's ActNorm layers are initialised on training images, but none were given")
         x = torch.cat(taken)
-        try:
-            check_on_grid(x, self.levels)
-        except DataError:
-            raise DataError(f"the training images are not on the {self.levels}-level grid the flow dequantizes; "
-                            "set model.levels to the data's levels (17 for digits)") from None
+        check_levels(x, self.levels, "the flow dequantizes", "model.levels")
         generator = torch.Generator(device=x.device).manual_seed(0)
         self.network.initialize(dequantize(x, self.levels, generator=generator))
         return f"ActNorm layers initialised on {len(x)} dequantized training images"

@@ -26,13 +26,12 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from difflab.errors import ConfigError, DataError, check_choice
+from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.quantization import (
     bin_width,
-    check_on_grid,
     discretized_logistic_log_prob,
 )
-from difflab.models.base import Batch, OptionsModel
+from difflab.models.base import Batch, OptionsModel, check_levels
 from difflab.models.conditioning import Conditioning
 from difflab.nn import ConvVAE, ConvVAEConfig, config_to_dict
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
@@ -121,11 +120,7 @@ class VAEModel(OptionsModel):
         """Nothing is fitted; checks that the training images lie on the decoder's ``levels`` grid."""
         first = next(iter(batches), None)
         if first is not None:
-            try:
-                check_on_grid(first, self.levels)
-            except DataError:
-                raise DataError(f"the training images are not on the {self.levels}-level grid the VAE's decoder "
-                                "discretizes; set model.levels to the data's levels (17 for digits)") from None
+            check_levels(first, self.levels, "the VAE's decoder discretizes", "model.levels")
         return None
 
     # --- sampling --------------------------------------------------------------------------------
