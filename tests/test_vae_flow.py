@@ -184,38 +184,26 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(family, tmp_
 
 
 @pytest.mark.parametrize(
-    ("overrides", "fragment"),
+    ("family", "overrides", "fragment"),
     [
-        (["model.beta=-1"], "model.beta=-1 must be >= 0"),
-        (["model.bta=4"], "unknown model option(s) ['bta']; allowed: beta, levels, pixels, temperature"),
-        (["model.family=diffusion"], "unknown model option(s) ['beta', 'levels', 'pixels']: model.family 'diffusion' has"),
-        (["model.family=flow"], "unknown model option(s) ['beta', 'pixels']; allowed: levels, temperature"),
-        (["network.resolution=16"], "network.resolution=16 but the images are (C, H, W) = (1, 8, 8)"),
-        (["model.levels=256"], "the training images are not on the 256-level grid"),
-        (["model.pixels=median"], "model.pixels='median' is not allowed"),
-        (["run.sample.sampler=ddim"], "run.sample.sampler='ddim' is not allowed; choose one of: 'auto'"),
+        ("vae", ["model.beta=-1"], "model.beta=-1 must be >= 0"),
+        ("vae", ["model.bta=4"], "unknown model option(s) ['bta']; allowed: beta, levels, pixels, temperature"),
+        ("vae", ["model.family=diffusion"], "unknown model option(s) ['beta', 'levels', 'pixels']: model.family 'diffusion' has"),
+        ("vae", ["model.family=flow"], "unknown model option(s) ['beta', 'pixels']; allowed: levels, temperature"),
+        ("vae", ["network.resolution=16"], "network.resolution=16 but the images are (C, H, W) = (1, 8, 8)"),
+        ("vae", ["model.levels=256"], "the training images are not on the 256-level grid"),
+        ("vae", ["model.pixels=median"], "model.pixels='median' is not allowed"),
+        ("vae", ["run.sample.sampler=ddim"], "run.sample.sampler='ddim' is not allowed; choose one of: 'auto'"),
+        ("flow", ["model.temperature=0"], "model.temperature=0 must be positive"),
+        ("flow", ["network.levels=4"], "Glow resolution=8 must be a multiple of 2^levels = 16"),
+        ("flow", ["model.beta=4"], "unknown model option(s) ['beta']; allowed: levels, temperature"),
+        ("flow", ["model.family=vae"], "a vae model needs network.kind: vae; got 'glow'"),
     ],
 )
-def test_bad_vae_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
+def test_bad_options_exit_2_with_one_line_and_write_nothing(family, overrides, fragment, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-vae", *DIGITS["vae"], *COMMON, "optim.steps=1", *overrides, f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(
-    ("overrides", "fragment"),
-    [
-        (["model.temperature=0"], "model.temperature=0 must be positive"),
-        (["network.levels=4"], "Glow resolution=8 must be a multiple of 2^levels = 16"),
-        (["model.beta=4"], "unknown model option(s) ['beta']; allowed: levels, temperature"),
-        (["model.family=vae"], "a vae model needs network.kind: vae; got 'glow'"),
-    ],
-)
-def test_bad_flow_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-flow", *DIGITS["flow"], *COMMON, "optim.steps=1", *overrides, f"run.out_dir={out}"]) == 2
+    assert main(["train", "--config", f"mnist-{family}", *DIGITS[family], *COMMON, "optim.steps=1", *overrides,
+                 f"run.out_dir={out}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err, err
     assert not out.exists()

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.quantization import bin_width
 from difflab.models.base import Batch, OptionsModel, check_levels
-from difflab.models.conditioning import Conditioning
-from difflab.nn import GatedPixelCNN, PixelCNNConfig, config_to_dict
+from difflab.nn import GatedPixelCNN
 from difflab.processes.noise import Generator, PerSampleGenerator
 
 
@@ -34,18 +33,11 @@ class PixelCNNModel(OptionsModel):
     family: ClassVar[str] = "pixelcnn"
     has_likelihood: ClassVar[bool] = True
     nll_methods: ClassVar[tuple[str, ...]] = ("exact",)
+    network_kind: ClassVar[str] = "pixelcnn"
 
     def __init__(self, network: GatedPixelCNN, image_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.network, self.image_shape = network, tuple(image_shape)
+        super().__init__(network, image_shape)
         self.levels = network.config.levels
-        self.conditioning = Conditioning.classes(None)
-        self.dims = math.prod(self.image_shape)
-
-    @classmethod
-    def check_network(cls, network: Any) -> None:
-        if not isinstance(network, PixelCNNConfig):
-            raise ConfigError(f"a pixelcnn model needs network.kind: pixelcnn; got {config_to_dict(network)['kind']!r}")
 
     def indices(self, x: torch.Tensor) -> torch.Tensor:
         """Level indices 0 ... L-1 (B, C, H, W) of images on the L-level grid in [-1, 1]."""

@@ -30,6 +30,7 @@ A family subclasses ``GenerativeModel`` in its own module and is listed in
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -236,9 +237,22 @@ class GenerativeModel(nn.Module, ABC):
 
 class OptionsModel(GenerativeModel):
     """A family whose ``config()`` is its ``network``, the ``image_shape`` and the fields of its
-    ``options_class`` (the ``model`` section of its training config; none if it is None), each an attribute."""
+    ``options_class`` (the ``model`` section of its training config; none if it is None), each an
+    attribute; unconditional, with a network of kind ``network_kind``."""
 
-    network: nn.Module
+    network_kind: ClassVar[str]  # the ``network.kind`` the family trains
+
+    def __init__(self, network: nn.Module, image_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.network, self.image_shape = network, tuple(image_shape)
+        self.conditioning = Conditioning.classes(None)
+        self.dims = math.prod(self.image_shape)  # D = C H W, for bits/dim
+
+    @classmethod
+    def check_network(cls, network: Any) -> None:
+        kind = config_to_dict(network)["kind"]
+        if kind != cls.network_kind:
+            raise ConfigError(f"a {cls.family} model needs network.kind: {cls.network_kind}; got {kind!r}")
 
     def config(self) -> dict[str, Any]:
         fields = dataclasses.fields(self.options_class) if self.options_class is not None else ()
@@ -256,3 +270,17 @@ class OptionsModel(GenerativeModel):
         check_image_size(sections["network"], image_shape)
         options = {k: v for k, v in sections["model"].items() if k != "family"}
         return {"network": sections["network"], "image_shape": list(image_shape), **options}
+
+
+def first_images(batches: Iterable[torch.Tensor], n: int, missing: DifflabError) -> torch.Tensor:
+    """The first ``n`` images of ``batches`` (all of them for n = 0), read no further than needed;
+    raises ``missing`` if there are none."""
+    taken, count = [], 0
+    for batch in batches:
+        taken.append(batch if not n else batch[: n - count])
+        count += len(taken[-1])
+        if n and count >= n:
+            break
+    if not taken:
+        raise missing
+    return torch.cat(taken)

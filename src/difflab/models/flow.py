@@ -25,9 +25,8 @@ import torch
 
 from difflab.errors import ConfigError, DataError, check_choice
 from difflab.likelihood.quantization import bin_width, dequantize
-from difflab.models.base import Batch, OptionsModel, check_levels
-from difflab.models.conditioning import Conditioning
-from difflab.nn import Glow, GlowConfig, config_to_dict
+from difflab.models.base import Batch, OptionsModel, check_levels, first_images
+from difflab.nn import Glow
 from difflab.processes.noise import Generator, PerSampleGenerator
 
 INIT_IMAGES = 512  # images the ActNorm layers are initialised on
@@ -53,23 +52,16 @@ class FlowModel(OptionsModel):
 
     family: ClassVar[str] = "flow"
     options_class: ClassVar[type | None] = FlowOptions
+    network_kind: ClassVar[str] = "glow"
     fitted_description: ClassVar[str] = "ActNorm layers initialised on the data"
     has_likelihood: ClassVar[bool] = True
     nll_methods: ClassVar[tuple[str, ...]] = ("exact",)
 
     def __init__(self, network: Glow, image_shape: tuple[int, ...], *, levels: int = 256,
                  temperature: float = 1.0) -> None:
-        super().__init__()
         FlowOptions(levels, temperature)  # validates
-        self.network, self.image_shape = network, tuple(image_shape)
+        super().__init__(network, image_shape)
         self.levels, self.temperature = levels, temperature
-        self.conditioning = Conditioning.classes(None)
-        self.dims = math.prod(self.image_shape)
-
-    @classmethod
-    def check_network(cls, network: Any) -> None:
-        if not isinstance(network, GlowConfig):
-            raise ConfigError(f"a flow model needs network.kind: glow; got {config_to_dict(network)['kind']!r}")
 
     # --- training ------------------------------------------------------------------------------
     def bits_per_dim(self, x: torch.Tensor, generator: Generator, levels: int | None) -> torch.Tensor:
@@ -87,15 +79,8 @@ class FlowModel(OptionsModel):
 
     def fit(self, batches: Iterable[torch.Tensor]) -> str:
         """Data-dependent ActNorm init on the first ``INIT_IMAGES`` dequantized training images."""
-        taken, count = [], 0
-        for batch in batches:
-            taken.append(batch[: INIT_IMAGES - count])
-            count += len(taken[-1])
-            if count >= INIT_IMAGES:
-                break
-        if not taken:
-            raise DataError("a flow's ActNorm layers are initialised on training images, but none were given")
-        x = torch.cat(taken)
+        x = first_images(batches, INIT_IMAGES, DataError(
+            "a flow's ActNorm layers are initialised on training images, but none were given"))
         check_levels(x, self.levels, "the flow dequantizes", "model.levels")
         generator = torch.Generator(device=x.device).manual_seed(0)
         self.network.initialize(dequantize(x, self.levels, generator=generator))

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from difflab.errors import CheckpointError, ConfigError, check_choice
-from difflab.models.base import UnsupportedMetric
+from difflab.models.base import UnsupportedMetric, first_images
 from difflab.models.conditioning import Conditioning
 from difflab.models.diffusion import DiffusionModel
 from difflab.nn import network_from_dict
@@ -166,7 +166,8 @@ class LatentDiffusionModel(DiffusionModel):
         """Fit the tokenizer (patch-PCA), train it (autoencoders), or load it from ``fit_options["path"]``;
         reports how, in how long, and its reconstruction error on (up to 1000 of) the images."""
         o, start = self.fit_options, time.perf_counter()
-        images = first_images(batches, o["images"])
+        images = first_images(batches, o["images"], ConfigError(
+            "a latent model's tokenizer is fitted on the training images, but none were given"))
         if o["path"] is not None:
             self._set_tokenizer(self._loaded(o["path"]))
             how = f"loaded from {o['path']}"
@@ -256,15 +257,3 @@ class LatentDiffusionModel(DiffusionModel):
         return {**config, "tokenizer": tokenizer_spec(tok, image_shape[0]),
                 "loss": o["loss"], "space": o["space"], "residual_weight": o["residual_weight"], "fit_options": fit}
 
-
-def first_images(batches: Iterable[torch.Tensor], n: int) -> torch.Tensor:
-    """The first ``n`` images of ``batches`` (all of them for n = 0), read no further than needed."""
-    taken, count = [], 0
-    for batch in batches:
-        taken.append(batch if not n else batch[: n - count])
-        count += len(taken[-1])
-        if n and count >= n:
-            break
-    if not taken:
-        raise ConfigError("a latent model's tokenizer is fitted on the training images, but none were given")
-    return torch.cat(taken)

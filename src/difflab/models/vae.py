@@ -32,8 +32,7 @@ from difflab.likelihood.quantization import (
     discretized_logistic_log_prob,
 )
 from difflab.models.base import Batch, OptionsModel, check_levels
-from difflab.models.conditioning import Conditioning
-from difflab.nn import ConvVAE, ConvVAEConfig, config_to_dict
+from difflab.nn import ConvVAE
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
 
 Pixels = Literal["mean", "sample"]
@@ -85,22 +84,15 @@ class VAEModel(OptionsModel):
 
     family: ClassVar[str] = "vae"
     options_class: ClassVar[type | None] = VAEOptions
+    network_kind: ClassVar[str] = "vae"
     has_likelihood: ClassVar[bool] = True
     nll_methods: ClassVar[tuple[str, ...]] = ("elbo", "iwae")
 
     def __init__(self, network: ConvVAE, image_shape: tuple[int, ...], *, beta: float = 1.0, levels: int = 256,
                  temperature: float = 1.0, pixels: Pixels = "mean") -> None:
-        super().__init__()
         VAEOptions(beta, levels, temperature, pixels)  # validates
-        self.network, self.image_shape = network, tuple(image_shape)
+        super().__init__(network, image_shape)
         self.beta, self.levels, self.temperature, self.pixels = beta, levels, temperature, pixels
-        self.conditioning = Conditioning.classes(None)
-        self.dims = math.prod(self.image_shape)
-
-    @classmethod
-    def check_network(cls, network: Any) -> None:
-        if not isinstance(network, ConvVAEConfig):
-            raise ConfigError(f"a vae model needs network.kind: vae; got {config_to_dict(network)['kind']!r}")
 
     # --- training ------------------------------------------------------------------------------
     def terms(self, x: torch.Tensor, generator: Generator) -> tuple[torch.Tensor, torch.Tensor]:
