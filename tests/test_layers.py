@@ -118,4 +118,4 @@ def test_nothing_registers_itself_on_import():
                          env={"PYTHONPATH": str(SRC.parent), "PATH": ""})
     processes, tokenizers = json.loads(out.stdout)
     assert processes == ["blurring", "dae", "gaussian", "heat"]
-    assert tokenizers == ["autoencoder", "kl_vae", "patch_pca"]
+    assert tokenizers == ["autoencoder", "kl_vae", "patch_pca", "vq_vae"]

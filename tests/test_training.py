@@ -66,11 +66,11 @@ def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
     kind = name.removesuffix("-cond").rsplit("-", 1)[1]  # digits-blur-cond: a class-conditional digits-blur
-    if kind in ("vae", "flow", "pixelcnn"):  # families without a process
+    if kind in ("vae", "flow", "pixelcnn", "gan", "vqvae"):  # families without a process
         assert model_family(config) == kind
         return
     assert config.process.kind == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat", "pca": "gaussian",
-                                   "kl": "gaussian", "ldae": "dae"}[kind]
+                                   "kl": "gaussian", "vq": "gaussian", "ldae": "dae"}[kind]
 
 
 def test_shipped_cifar_configs_match_the_blurring_paper_scale():

@@ -3,8 +3,9 @@
 - ``GenerativeModel``: the protocol (``losses``, ``sample``, ``nll``, ``config``, fitted state);
 - ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
-  ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow) and ``PixelCNNModel`` (gated
-  PixelCNN), listed by name in ``FAMILIES``;
+  ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow), ``PixelCNNModel`` (gated
+  PixelCNN), ``GANModel`` (DCGAN + R1) and ``VQVAEModel`` (VQ-VAE + PixelCNN prior), listed by
+  name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -23,9 +24,11 @@ from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model
 from difflab.models.conditioning import ClassLabels, Conditioning
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel, FlowOptions
+from difflab.models.gan import GANModel, GANOptions
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
 from difflab.models.vae import VAEModel, VAEOptions
+from difflab.models.vqvae import VQVAEModel
 
 __all__ = [
     "FAMILIES",
@@ -35,6 +38,8 @@ __all__ = [
     "DiffusionModel",
     "FlowModel",
     "FlowOptions",
+    "GANModel",
+    "GANOptions",
     "GenerativeModel",
     "IHDMModel",
     "LatentDiffusionModel",
@@ -42,6 +47,7 @@ __all__ = [
     "UnsupportedMetric",
     "VAEModel",
     "VAEOptions",
+    "VQVAEModel",
     "build_model",
     "load_model",
     "model_device",

@@ -33,9 +33,11 @@ from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import GenerativeModel
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel
+from difflab.models.gan import GANModel
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
 from difflab.models.vae import VAEModel
+from difflab.models.vqvae import VQVAEModel
 from difflab.samplers import TunedGrids
 
 FAMILIES: dict[str, type[GenerativeModel]] = {
@@ -45,6 +47,8 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
     "vae": VAEModel,  # a VAE / beta-VAE with a discretized logistic decoder
     "flow": FlowModel,  # a RealNVP/Glow normalizing flow on dequantized images
     "pixelcnn": PixelCNNModel,  # a gated PixelCNN: exact likelihood, one call per sub-pixel
+    "gan": GANModel,  # a DCGAN with the R1 penalty: one call per sample, no likelihood
+    "vqvae": VQVAEModel,  # a VQ-VAE and a PixelCNN prior over its codes
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

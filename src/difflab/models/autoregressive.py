@@ -19,12 +19,35 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.quantization import bin_width
 from difflab.models.base import Batch, OptionsModel, check_levels
 from difflab.nn import GatedPixelCNN
 from difflab.processes.noise import Generator, PerSampleGenerator
+
+
+def level_values(k: torch.Tensor, levels: int) -> torch.Tensor:
+    """Level indices 0 ... L-1 -> their values 2k / (L - 1) - 1 on the L-level grid in [-1, 1]."""
+    return k.float() * bin_width(levels) - 1.0
+
+
+@torch.no_grad()
+def ancestral_sample(network: nn.Module, shape: tuple[int, ...], levels: int, generator: PerSampleGenerator,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """Level indices (B, C, H, W) drawn from an autoregressive ``network`` (x -> logits
+    (B, C, L, H, W), causal in raster order), one sub-pixel at a time: C H W network calls,
+    the uniform of sub-pixel (c, i, j) of sample b from ``generator``'s stream b."""
+    b, c, h, w = shape
+    k = torch.zeros(shape, dtype=torch.long, device=device)
+    for i in range(h):
+        for j in range(w):
+            for channel in range(c):
+                p = network(level_values(k, levels))[:, channel, :, i, j].float().softmax(1)  # (B, L)
+                u = torch.special.ndtr(generator.randn((b, 1), device=k.device))  # Uniform(0, 1)
+                k[:, channel, i, j] = (p.cumsum(1) < u).sum(1).clamp(max=levels - 1)  # inverse CDF
+    return k
 
 
 class PixelCNNModel(OptionsModel):
@@ -64,17 +87,9 @@ class PixelCNNModel(OptionsModel):
     def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,
              **options: Any) -> torch.Tensor:
         """Ancestral sampling, sub-pixel by sub-pixel in raster order (C H W network calls)."""
-        c, h, w = self.image_shape
-        x = torch.zeros(len(generator), c, h, w, device=options.get("device"))
-        delta = bin_width(self.levels)
-        for i in range(h):
-            for j in range(w):
-                for k in range(c):
-                    p = self.network(x)[:, k, :, i, j].float().softmax(1)  # (B, L)
-                    u = torch.special.ndtr(generator.randn((len(generator), 1), device=x.device))  # Uniform(0, 1)
-                    level = (p.cumsum(1) < u).sum(1).clamp(max=self.levels - 1)  # inverse CDF
-                    x[:, k, i, j] = level.to(x.dtype) * delta - 1.0
-        return x
+        k = ancestral_sample(self.network, (len(generator), *self.image_shape), self.levels, generator,
+                             options.get("device"))
+        return level_values(k, self.levels)
 
     def sampling_protocol(self, **options: Any) -> dict[str, Any]:
         calls = self.dims

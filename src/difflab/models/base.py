@@ -9,7 +9,11 @@ method                               what
 ``param_groups()``                   {name: parameters}: one optimizer group each
 ``losses(batch, generator)``         {name: per-example loss (B,)}; ``forward`` is the same, so
                                      a DDP wrapper of the model syncs gradients
-``after_step()``                     hook after each optimizer step (EMA codebooks, ...)
+``training_phases``                  () for one update of all parameters per step; else the
+                                     ``param_groups`` names updated one after another, each by
+                                     its own optimizer, with ``losses(batch, generator, phase=)``
+``after_step()``                     hook after each training step (EMA codebooks, ...)
+``diagnostics(batch)``               {name: float} the training log adds (a GAN's D accuracy ...)
 ``fit(batches)``                     data-dependent state before training (a fitted prior ...)
 ``sample(n, seed=, cond=, ...)``     images (n, C, H, W) in [-1, 1]; sample i depends on
                                      (seed, i) only, not on the batch size (per-sample seeds)
@@ -94,12 +98,19 @@ class GenerativeModel(nn.Module, ABC):
     def losses(self, batch: Batch, generator: Generator) -> dict[str, torch.Tensor]:
         """{name: per-example loss (B,)} of a training batch, random draws from ``generator``."""
 
-    def forward(self, batch: Batch, generator: Generator = None) -> dict[str, torch.Tensor]:
-        """``losses``: calling the model (or its DDP wrapper) computes the training losses."""
-        return self.losses(batch, generator)
+    def forward(self, batch: Batch, generator: Generator = None, **phase: str) -> dict[str, torch.Tensor]:
+        """``losses``: calling the model (or its DDP wrapper) computes the training losses (of
+        ``phase=`` for a family with ``training_phases``)."""
+        return self.losses(batch, generator, **phase)
+
+    training_phases: ClassVar[tuple[str, ...]] = ()  # see the module docstring (a GAN's D then G update)
 
     def after_step(self) -> None:
-        """Called after every optimizer step; nothing by default."""
+        """Called after every training step; nothing by default."""
+
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """{name: value} of training diagnostics on a training batch, for the log; none by default."""
+        return {}
 
     def fit(self, batches: Iterable[torch.Tensor]) -> str | None:
         """Fit data-dependent state (before training); a one-line report of what was fitted

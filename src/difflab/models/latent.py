@@ -58,7 +58,9 @@ def tokenizer_spec(section: dict[str, Any], channels: int) -> dict[str, Any]:
     kind = section["kind"]
     if kind == PatchPCA.kind:
         return {"kind": kind, **{k: section[k] for k in PCA_KEYS}, "eps": 1e-6}
-    return {"kind": kind, "in_channels": channels, **{k: section[k] for k in AE_KEYS}, "variational": kind == "kl_vae"}
+    vq = {"codebook_size": section["codebook_size"], "commitment": section["commitment"]} if kind == "vq_vae" else {}
+    return {"kind": kind, "in_channels": channels, **{k: section[k] for k in AE_KEYS}, "variational": kind == "kl_vae",
+            **vq}
 
 
 class ImageSpaceDenoiser:

@@ -1,6 +1,7 @@
 """Networks. Denoisers (UNet, MLP, ViT) are plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``;
 ``ConvVAE`` (a VAE's encoder and decoder), ``Glow`` (a normalizing flow) and ``GatedPixelCNN`` (an
-autoregressive network) serve their families.
+autoregressive network) and ``DCGAN`` (a generator and a discriminator) and ``VQVAE`` (a VQ autoencoder and
+its code prior) serve their families.
 
 t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
 processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
@@ -27,11 +28,13 @@ from difflab.nn.build import (
 )
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
 from difflab.nn.flow import Glow, GlowConfig
+from difflab.nn.gan import DCGAN, DCGANConfig
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
 from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
+from difflab.nn.vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
     "DENOISER_CONFIGS",
@@ -43,6 +46,8 @@ __all__ = [
     "ConvAutoencoder",
     "ConvVAE",
     "ConvVAEConfig",
+    "DCGAN",
+    "DCGANConfig",
     "GatedPixelCNN",
     "Glow",
     "GlowConfig",
@@ -56,6 +61,8 @@ __all__ = [
     "UNetConfig",
     "ViT",
     "ViTConfig",
+    "VQVAE",
+    "VQVAEConfig",
     "build_network",
     "config_from_dict",
     "config_to_dict",

@@ -8,8 +8,12 @@ grid (B, d, H/f, W/f) with f = 2^levels, a decoder D maps z back, and the loss i
 
 with a small beta so the latent stays detailed but not arbitrarily scaled. The plain
 autoencoder (``variational=False``) drops the KL term and the sampling (Chen et al. 2024,
-Sec. 4.2, "patch-wise AE" without patches). Like LDM's ``scale_factor``, ``encode`` multiplies
-the posterior mean by a fitted ``latent_scale`` so latents have unit variance before diffusion.
+Sec. 4.2, "patch-wise AE" without patches). The "VQ-reg" stage (``codebook_size`` > 0) quantizes
+the latent to a codebook instead (van den Oord et al. 2017; ``difflab.nn.quantize``), with the
+loss ||x - D(z_q)||^2 + codebook loss + commitment * commitment loss; as LDM does, diffusion runs
+on the latent before quantization and ``decode`` quantizes first ("the quantization layer
+absorbed by the decoder", Rombach et al. Sec. 3.1). Like LDM's ``scale_factor``, ``encode``
+multiplies the latent by a fitted ``latent_scale`` so latents have unit variance before diffusion.
 
 Both expose the tokenizer interface of ``difflab.processes.Tokenizer`` (encode, decode,
 latent_shape, config, tensors) and are saved with ``save_tokenizer`` as safetensors + JSON.
@@ -27,6 +31,7 @@ from torch import nn
 
 from difflab.errors import CheckpointError, ConfigError, DataError
 from difflab.nn.checks import check_divisible
+from difflab.nn.quantize import VectorQuantizer
 
 
 @dataclass
@@ -45,13 +50,19 @@ class AutoencoderConfig:
     """True: KL-regularised VAE (LDM "KL-reg"); False: plain autoencoder."""
     kl_weight: float = 1e-3
     """beta, the weight of the KL term (VAE only)."""
+    codebook_size: int = 0
+    """K codes of a VQ-reg latent (LDM's VQ-f4 uses 8192; MNIST needs far fewer); 0 = continuous."""
+    commitment: float = 0.25
+    """beta of the commitment loss (VQ only; van den Oord et al. 2017 use 0.25)."""
 
     def __post_init__(self) -> None:
         sizes = (self.in_channels, self.latent_channels, self.base_channels)
-        if min(sizes) < 1 or self.levels < 0 or self.kl_weight < 0:
-            raise ConfigError(
-                f"autoencoder needs positive channel counts, levels >= 0 and kl_weight >= 0; got {self}"
-            )
+        if min(sizes) < 1 or self.levels < 0 or self.kl_weight < 0 or self.codebook_size < 0 or self.commitment < 0:
+            raise ConfigError(f"autoencoder needs positive channel counts, levels >= 0 and kl_weight, "
+                              f"codebook_size, commitment >= 0; got {self}")
+        if self.variational and self.codebook_size:
+            raise ConfigError("an autoencoder is variational (KL-reg) or quantized (codebook_size > 0, VQ-reg), "
+                              "not both")
 
     @property
     def factor(self) -> int:
@@ -91,12 +102,14 @@ class ConvAutoencoder(nn.Module):
         self.cfg = config
         self.encoder = _encoder(config)
         self.decoder = _decoder(config)
+        self.quantizer = VectorQuantizer(config.codebook_size, config.latent_channels) if config.codebook_size \
+            else None
         self.register_buffer("latent_scale", torch.ones(()))
 
     @property
     def kind(self) -> str:
-        """Tokenizer kind: "kl_vae" or "autoencoder"."""
-        return "kl_vae" if self.cfg.variational else "autoencoder"
+        """Tokenizer kind: "kl_vae", "vq_vae" or "autoencoder"."""
+        return "kl_vae" if self.cfg.variational else "vq_vae" if self.quantizer is not None else "autoencoder"
 
     # --- posterior ----------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -111,8 +124,12 @@ class ConvAutoencoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstruction, KL per example (B,)); z is sampled from q(z | x) for a VAE."""
+        """(reconstruction, regularizer per example (B,)): the KL with z sampled from q(z | x) for a
+        VAE, codebook + commitment * commitment loss for a VQ autoencoder, 0 for a plain one."""
         mean, logvar = self.posterior(x)
+        if self.quantizer is not None:
+            z_q, _, codebook_loss, commitment_loss = self.quantizer(mean)
+            return self.decoder(z_q), codebook_loss + self.cfg.commitment * commitment_loss
         if logvar is None:
             return self.decoder(mean), torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
@@ -121,9 +138,12 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(z), kl.flatten(1).sum(1)
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """{"rec": mean squared error per pixel, "kl": KL per latent element, "total": rec + beta kl}."""
+        """{"rec": mean squared error per pixel, "kl": KL per latent element, "total": rec + beta kl},
+        or for a VQ autoencoder {"rec", "vq": codebook + commitment losses per element, "total"}."""
         recon, kl = self(x, generator)
         rec = F.mse_loss(recon, x)
+        if self.quantizer is not None:
+            return {"rec": rec, "vq": kl.mean(), "total": rec + kl.mean()}
         kl_per_element = kl.mean() / (self.cfg.latent_channels * (x.shape[-2] // self.cfg.factor)
                                       * (x.shape[-1] // self.cfg.factor))
         return {"rec": rec, "kl": kl_per_element, "total": rec + self.cfg.kl_weight * kl_per_element}
@@ -134,8 +154,16 @@ class ConvAutoencoder(nn.Module):
         return self.posterior(x)[0] * self.latent_scale
 
     def decode(self, u: torch.Tensor) -> torch.Tensor:
-        """(B, d, h, w) -> (B, C, h f, w f)."""
-        return self.decoder(u / self.latent_scale)
+        """(B, d, h, w) -> (B, C, h f, w f); a VQ autoencoder decodes the nearest codes."""
+        z = u / self.latent_scale
+        if self.quantizer is not None:
+            z = self.quantizer.embed(self.quantizer.indices(z))
+        return self.decoder(z)
+
+    def after_step(self) -> None:
+        """After an optimizer step: restart a VQ codebook's dead codes (nothing otherwise)."""
+        if self.quantizer is not None:
+            self.quantizer.after_step()
 
     def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         check_divisible(tuple(shape), self.cfg.factor, f"{self.kind} tokenizer")
@@ -207,6 +235,7 @@ def fit_autoencoder(
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
+        model.after_step()
         history.append({k: float(v.detach()) for k, v in losses.items()})
     model.eval()
     model.fit_latent_scale(images[: min(len(images), 2048)])

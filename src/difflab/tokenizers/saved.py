@@ -26,6 +26,7 @@ TOKENIZERS: dict[str, Any] = {
     PatchPCA.kind: PatchPCA,  # "patch_pca": a PCA of image patches (Chen et al. 2024)
     "autoencoder": ConvAutoencoder,  # a trained convolutional autoencoder
     "kl_vae": ConvAutoencoder,  # the same with a KL-regularised latent (Rombach et al. 2022)
+    "vq_vae": ConvAutoencoder,  # the same with a vector-quantized latent (LDM's VQ-reg)
 }
 
 

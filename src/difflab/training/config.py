@@ -11,7 +11,7 @@ Sections::
     data:      difflab.data.DataConfig (name, path, split, image_size, channels, hflip, ...)
     model:     ModelConfig       (the model family: diffusion, ihdm, latent, vae, flow; auto = the process's
                own), with the family's own options written beside it ({family: vae, beta: 4})
-    tokenizer: TokenizerConfig   (latent models: patch_pca, autoencoder, kl_vae; fitted before training)
+    tokenizer: TokenizerConfig   (latent models: patch_pca, autoencoder, kl_vae, vq_vae; fitted before training)
     process:   the process itself (a frozen dataclass of difflab.processes.PROCESSES, e.g.
                GaussianDiffusion), written {kind: gaussian|blurring|heat|dae, ...}
     network:   the network's config dataclass (UNetConfig, MLPConfig, ViTConfig), written
@@ -211,7 +211,7 @@ def check_latent(config: TrainConfig, family: str) -> None:
     """A tokenizer section exactly for latent models, and the l-DAE loss only for them."""
     has_tokenizer = config.tokenizer.kind != "none"
     if (family == "latent") != has_tokenizer:
-        fix = "set tokenizer.kind (patch_pca, autoencoder, kl_vae)" if not has_tokenizer else \
+        fix = "set tokenizer.kind (patch_pca, autoencoder, kl_vae, vq_vae)" if not has_tokenizer else \
             "set model.family: latent (or auto), or tokenizer.kind: none"
         raise ConfigError(f"model.family={family!r} with tokenizer.kind={config.tokenizer.kind!r}: a tokenizer "
                           f"belongs to latent models only; {fix}")

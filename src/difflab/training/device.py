@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 
 from difflab.nn.speed import (
@@ -40,15 +41,18 @@ def default_device() -> torch.device:
     return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
+def make_accelerator(mixed_precision: str, *, find_unused_parameters: bool = False) -> Accelerator:
     """An ``Accelerator`` with ``mixed_precision`` resolved for the device ("auto": bf16 where it
     is native); an option the device lacks falls back to fp32 with a warning.
 
     Without a GPU the accelerator is told ``cpu=True``, so processes started by
     ``accelerate launch --multi_gpu`` or ``torchrun`` form a gloo (multi-CPU) group.
+    ``find_unused_parameters`` lets DDP skip parameters a backward pass does not reach (a GAN's
+    generator in the discriminator's update).
     """
     precision = resolve_precision(mixed_precision, default_device())
-    return Accelerator(mixed_precision=precision, cpu=not has_gpu())
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    return Accelerator(mixed_precision=precision, cpu=not has_gpu(), kwargs_handlers=handlers)
 
 
 def synchronize(device: torch.device) -> None:

@@ -13,8 +13,43 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from difflab.evaluation.figures import save_loss_curve, save_metric_curves
 from difflab.evaluation.report import COLUMNS
+
+
+class LossWindow:
+    """The training losses since the last log line, summed on the device (no host sync per step):
+    the total and each named loss (a VAE's reconstruction and KL, a GAN's D and G terms)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total = torch.zeros((), device=device)
+        self.terms: dict[str, torch.Tensor] = {}
+        self.count = 0  # training steps in the window
+
+    def add(self, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        """One update's summed loss and its named per-example losses (their batch means are summed)."""
+        self.total = self.total + total.detach().float()
+        for name, value in losses.items():
+            self.terms[name] = self.terms.get(name, 0.0) + value.detach().float().mean()
+
+    def means(self, reduce: Any = None) -> dict[str, float | None]:
+        """{"loss": the total, name: ...} averaged over the window's steps (None if it has none);
+        ``reduce`` averages a tensor over processes (None for one process)."""
+        sums = {"loss": self.total, **self.terms}
+        if reduce is not None:
+            sums = {k: reduce(torch.as_tensor(v, device=self.device).clone()) for k, v in sums.items()}
+        return {k: float(v) / self.count if self.count else None for k, v in sums.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": float(self.total), "count": self.count, "terms": {k: float(v) for k, v in self.terms.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total = torch.tensor(float(state["loss_sum"]), device=self.device)
+        self.count = int(state["count"])
+        self.terms = {k: torch.tensor(float(v), device=self.device) for k, v in state.get("terms", {}).items()}
 
 
 class MetricsLog:

@@ -21,6 +21,7 @@ from difflab.models import GenerativeModel
 from difflab.training.checkpoint import Checkpoint
 from difflab.training.config import TrainConfig
 from difflab.training.ema import EMA
+from difflab.training.metrics import LossWindow
 from difflab.training.run_length import RunLength
 from difflab.training.schedule import TimeBudget
 
@@ -34,10 +35,10 @@ class Run(Protocol):
     step: int
     checkpoint: Path | None
     generator: torch.Generator
-    optimizer: Any  # the prepared AdamW
+    optimizers: dict[str, Any]  # {training phase ("" for one): the prepared AdamW}
     ema: EMA
     sampler: ResumableBatchSampler
-    window: dict[str, Any]  # {"loss_sum": device tensor, "count": int}: the loss since the last log line
+    window: LossWindow  # the losses since the last log line
     skipped: int
     last_loss: float | None
     last_grad_norm: torch.Tensor | float | None
@@ -59,10 +60,10 @@ def capture_run_state(run: Run) -> dict[str, Any]:
     gathered = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}  # (world, n) uint8
     scaler = acc.scaler.state_dict() if acc.scaler is not None else None
     return {
-        "optimizer": run.optimizer.state_dict(),
+        **optimizer_state(run.optimizers),
         "ema": run.ema.state_dict(),
         "sampler": run.sampler.state_dict(),
-        "window": {"loss_sum": float(run.window["loss_sum"]), "count": run.window["count"]},
+        "window": run.window.state_dict(),
         "skipped": run.skipped,
         "last_loss": run.last_loss,
         "last_grad_norm": None if run.last_grad_norm is None else float(run.last_grad_norm),
@@ -72,6 +73,22 @@ def capture_run_state(run: Run) -> dict[str, Any]:
         "image_shape": list(run.image_shape),
         "num_processes": acc.num_processes,
     }
+
+
+def optimizer_state(optimizers: dict[str, Any]) -> dict[str, Any]:
+    """{"optimizer": state} of a one-phase run, {"optimizers": {phase: state}} of a multi-phase one."""
+    if list(optimizers) == [""]:
+        return {"optimizer": optimizers[""].state_dict()}
+    return {"optimizers": {phase: opt.state_dict() for phase, opt in optimizers.items()}}
+
+
+def load_optimizer_state(optimizers: dict[str, Any], state: dict[str, Any]) -> None:
+    """Inverse of ``optimizer_state``."""
+    if list(optimizers) == [""]:
+        optimizers[""].load_state_dict(state["optimizer"])
+        return
+    for phase, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][phase])
 
 
 def replica_checksums(run: Run) -> torch.Tensor:
@@ -96,10 +113,9 @@ def restore_run_state(run: Run, checkpoint: Checkpoint) -> None:
         run.checkpoint = checkpoint.path  # already on disk: do not rewrite it at this step
     run.ema.module.load_state_dict(checkpoint.ema_model.state_dict())
     run.ema.load_state_dict(state["ema"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(run.optimizers, state)
     run.sampler.load_state_dict(state["sampler"])
-    loss_sum = torch.tensor(float(state["window"]["loss_sum"]), device=run.accelerator.device)
-    run.window = {"loss_sum": loss_sum, "count": int(state["window"]["count"])}
+    run.window.load_state_dict(state["window"])
     run.length.resume(checkpoint.config.optim, state.get("budget"), checkpoint.path)
     run.skipped = int(state["skipped"])
     run.last_loss = state.get("last_loss")

@@ -20,7 +20,7 @@ from difflab.training.schedule import LR_DECAYS, LRDecay, parse_duration
 
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 ObjectiveWeighting = Literal[Weighting, "dae"]  # diffusion_loss's weightings, and l-DAE's "dae"
-TokenizerKind = Literal["none", "patch_pca", "autoencoder", "kl_vae"]
+TokenizerKind = Literal["none", "patch_pca", "autoencoder", "kl_vae", "vq_vae"]
 TOKENIZER_FIT_OPTIONS = ("path", "fit_images", "steps", "batch_size", "lr")  # how, not what, is fitted
 DEFAULT_STEPS = 2000
 
@@ -123,9 +123,9 @@ class TokenizerConfig:
     """The tokenizer of a latent model, fitted at the start of ``difflab train`` and saved with it."""
 
     kind: TokenizerKind = "none"
-    """"patch_pca" (a PCA of p x p patches, Chen et al. 2024), "autoencoder" or "kl_vae" (a
-    convolutional autoencoder trained first; "kl_vae" is LDM's KL-reg, Rombach et al. 2022),
-    or "none": the model works on pixels."""
+    """"patch_pca" (a PCA of p x p patches, Chen et al. 2024), "autoencoder", "kl_vae" or "vq_vae"
+    (a convolutional autoencoder trained first; "kl_vae" and "vq_vae" are LDM's KL-reg and VQ-reg,
+    Rombach et al. 2022), or "none": the model works on pixels."""
     path: str | None = None
     """A tokenizer saved by ``difflab.tokenizers.save_tokenizer`` to use instead of fitting one
     (its kind must be ``kind``); null = fit on the training images."""
@@ -143,6 +143,10 @@ class TokenizerConfig:
     """autoencoders: channels at full resolution, doubled per level."""
     kl_weight: float = 1e-3
     """kl_vae: beta of the KL term per latent element (small, so the latent keeps detail)."""
+    codebook_size: int = 256
+    """vq_vae: K codes of the quantized latent."""
+    commitment: float = 0.25
+    """vq_vae: beta of the commitment loss (van den Oord et al. 2017)."""
     fit_images: int = 20000
     """Training images the tokenizer is fitted on (the first ones; 0 = all)."""
     steps: int = 1000
@@ -158,6 +162,8 @@ class TokenizerConfig:
         check_range("tokenizer.levels", self.levels, 0)
         check_range("tokenizer.fit_images", self.fit_images, 0, why="0 = all training images")
         check_range("tokenizer.kl_weight", self.kl_weight, 0.0)
+        check_range("tokenizer.codebook_size", self.codebook_size, 1)
+        check_range("tokenizer.commitment", self.commitment, 0.0)
         check_range("tokenizer.lr", self.lr, 0.0, low_open=True)
 
 

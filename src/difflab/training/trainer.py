@@ -11,7 +11,11 @@ One step: take this rank's slice of the global batch (``ResumableBatchSampler``)
 model for its losses (``model.losses(batch, generator)``: the family draws its times, noise
 and condition drops from the rank's generator; no formula lives here), back-propagate their
 sum, clip, AdamW (one parameter group per ``model.param_groups()`` entry) at the LR of
-``RunLength`` (warm-up, then optional decay), ``model.after_step()``, EMA update. State
+``RunLength`` (warm-up, then optional decay), ``model.after_step()``, EMA update. A family
+with ``training_phases`` (a GAN: the discriminator, then the generator) gets one AdamW per
+phase over the parameter group of that name, and the step runs the phases in order, each
+with ``losses(batch, generator, phase=...)``, its own backward, clip and update. The log
+line holds the mean of each named loss and the family's ``diagnostics`` on the last batch. State
 fitted to data (IHDM's prior, a latent model's tokenizer) is fitted once before the first
 step (``model.fit``) and saved inside the model artefact. Runs on one CPU process by default
 and on many with ``accelerate launch`` (DDP averages gradients, so every rank holds the same
@@ -68,9 +72,9 @@ from difflab.training.device import (
     synchronize,
 )
 from difflab.training.ema import EMA
-from difflab.training.metrics import MetricsLog
+from difflab.training.metrics import LossWindow, MetricsLog
 from difflab.training.nonfinite import NonFiniteError, NonFiniteWatch
-from difflab.training.optimizer import adamw
+from difflab.training.optimizer import phase_optimizers
 from difflab.training.outputs import RunOutputs
 from difflab.training.resume import (
     capture_run_state,
@@ -116,9 +120,10 @@ class Trainer:
         self.config = config
         self.out_dir = Path(config.run.out_dir)
         resume_path = resume_path_for(resume, self.out_dir)
-        self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision)
-        acc, optim = self.accelerator, config.optim
         self.dataset, model = build_components(config, dataset)
+        self.accelerator = accelerator or make_accelerator(config.optim.mixed_precision,
+                                                           find_unused_parameters=bool(model.training_phases))
+        acc, optim = self.accelerator, config.optim
         self.image_shape = image_shape(self.dataset)
         resident = acc.device.type != "cpu" and self.dataset.images.nbytes <= MAX_DEVICE_DATA_BYTES
         self.train_data = self.dataset.to(acc.device) if resident else self.dataset  # where batches are indexed
@@ -127,7 +132,8 @@ class Trainer:
             num_replicas=acc.num_processes, rank=acc.process_index,
         )
         self.step = 0
-        self.window = {"loss_sum": torch.zeros((), device=acc.device), "count": 0}  # loss since the last log line
+        self.window = LossWindow(acc.device)  # the losses since the last log line
+        self.last_batch: tuple[torch.Tensor, dict[str, torch.Tensor] | None] | None = None  # for diagnostics
         self.skipped = 0
         self.last_loss: float | None = None
         self.last_grad_norm: torch.Tensor | float | None = None
@@ -150,9 +156,8 @@ class Trainer:
         model.to(acc.device)
         self.channels_last = resolve_channels_last(config.run.channels_last, acc.device)
         self.speed = self._speed_up(model)
-        groups = [{"params": params, "name": name} for name, params in model.param_groups().items()]
-        optimizer = adamw(groups, acc.device, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.model, *optimizers = acc.prepare(model, *phase_optimizers(model, optim, acc.device).values())
+        self.optimizers = dict(zip(model.training_phases or ("",), optimizers, strict=True))
         self.ema.module.to(acc.device)
         self.generator = torch.Generator(device=acc.device).manual_seed(optim.seed + acc.process_index)
         if checkpoint is not None:
@@ -166,6 +171,11 @@ class Trainer:
         self.outputs = RunOutputs(config, self.accelerator, self.metrics)
 
     # --- set-up ----------------------------------------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of a one-phase model (the first phase's otherwise)."""
+        return next(iter(self.optimizers.values()))
+
     def _speed_up(self, model: GenerativeModel) -> SpeedSettings:
         """channels_last and ``torch.compile`` per ``run``; compilation is probed on one batch
         (forward and backward, no update, on its own random streams) so failures show now."""
@@ -297,34 +307,50 @@ class Trainer:
         bar.set_description(f"{format_duration(budget.left())} left", refresh=False)
 
     def _train_step(self, batches: Iterator[torch.Tensor]) -> None:
-        """One optimizer update (or, with ``run.on_nonfinite: skip``, a skipped non-finite batch)."""
-        acc, cfg = self.accelerator, self.config
+        """One training step: one optimizer update per phase (one for most families), or, with
+        ``run.on_nonfinite: skip``, a skipped non-finite batch."""
         batch = self._batch(next(batches))
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.length.learning_rate(self.step)
+        lr = self.length.learning_rate(self.step)
+        for phase, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if not self._update(batch, phase, optimizer):
+                return
+        self.unwrapped_model.after_step()
+        self.ema.update(self.unwrapped_model)
+        self.window.count += 1
+        self.last_batch = batch
+
+    def _update(self, batch: tuple[torch.Tensor, dict[str, torch.Tensor] | None], phase: str,
+                optimizer: torch.optim.Optimizer) -> bool:
+        """Back-propagate the sum of ``phase``'s losses and step its optimizer; whether it stepped."""
+        acc, cfg = self.accelerator, self.config
         skip_mode = cfg.run.on_nonfinite == "skip"
         with acc.autocast():
-            losses = self.model(batch, self.generator)  # {name: (b,)}; through DDP when distributed
+            phase_arg = {"phase": phase} if phase else {}
+            losses = self.model(batch, self.generator, **phase_arg)  # {name: (b,)}; through DDP when distributed
             loss = sum(value.float().mean() for value in losses.values())
-        if skip_mode:  # decide before the update: one sync per step
+        if skip_mode:  # decide before the update: one sync per phase
             global_loss = acc.reduce(loss.detach().clone(), reduction="mean").item()
             if not math.isfinite(global_loss):
-                return self._non_finite("loss", global_loss)
+                self._non_finite("loss", global_loss)
+                return False
         acc.backward(loss)
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = acc.clip_grad_norm_(params, max_norm)
         if skip_mode and not math.isfinite(float(grad_norm)) and acc.scaler is None:  # fp16: the scaler skips
-            return self._non_finite("gradient norm", float(grad_norm))
+            self._non_finite("gradient norm", float(grad_norm))
+            return False
         if not skip_mode:  # with fp16 the loss scaler skips non-finite gradients itself
             self.watch.observe(self.step + 1, loss, torch.as_tensor(grad_norm if acc.scaler is None else 0.0))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not acc.optimizer_step_was_skipped:
-            self.unwrapped_model.after_step()
-            self.ema.update(self.unwrapped_model)
-        self.window["loss_sum"] = self.window["loss_sum"] + loss.detach().float()
-        self.window["count"] += 1
+        optimizer.step()
+        self.model.zero_grad(set_to_none=True)  # every gradient: G's loss also reaches D's parameters
+        if acc.optimizer_step_was_skipped:
+            return False
+        self.window.add(loss, losses)
         self.last_grad_norm = grad_norm
+        return True
 
     def _batch(self, indices: torch.Tensor, model: GenerativeModel | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
@@ -349,7 +375,7 @@ class Trainer:
             self._non_finite(quantity, value, step=step)
 
     def _non_finite(self, quantity: str, value: float, *, step: int | None = None) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         if self.config.run.on_nonfinite == "skip":
             self.skipped += 1
             return
@@ -380,10 +406,9 @@ class Trainer:
 
     def _log(self, images_per_s: float, bar: Any) -> None:
         self._check_finite()
-        count, acc = self.window["count"], self.accelerator
-        loss_sum = acc.reduce(self.window["loss_sum"].clone(), reduction="mean") if acc.num_processes > 1 \
-            else self.window["loss_sum"]
-        self.last_loss = float(loss_sum) / count if count else None
+        acc = self.accelerator
+        means = self.window.means((lambda v: acc.reduce(v, reduction="mean")) if acc.num_processes > 1 else None)
+        self.last_loss = means.pop("loss")
         grad_norm = None if self.last_grad_norm is None else float(self.last_grad_norm)
         record = {
             "step": self.step,
@@ -393,7 +418,11 @@ class Trainer:
             "skipped": self.skipped,
             "images_per_s": round(images_per_s, 2),
         }
-        self.window = {"loss_sum": torch.zeros((), device=acc.device), "count": 0}
+        if len(means) > 1:  # the terms of a loss with several (a VAE's reconstruction and KL, a GAN's D and G)
+            record["losses"] = means
+        if self.last_batch is not None:
+            record.update(self.unwrapped_model.diagnostics(self.last_batch))
+        self.window = LossWindow(acc.device)
         if acc.is_main_process:
             self.metrics.append(record)
             loss_text = "nan" if self.last_loss is None else f"{self.last_loss:.4f}"
