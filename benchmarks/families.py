@@ -1,4 +1,5 @@
-"""The families benchmark: diffusion, VAE, beta-VAE, a flow and a PixelCNN on MNIST at equal compute.
+"""The families benchmark: diffusion, latent diffusion, VAE, beta-VAE, a flow, a PixelCNN, a GAN and a
+VQ-VAE on MNIST at equal compute.
 
 Every model is trained by difflab's ``Trainer`` (the path of ``difflab train``) from its shipped
 config for the same wall budget of training time (``optim.time_budget``; the LR decay and the EMA
@@ -10,6 +11,9 @@ one protocol on the MNIST test split:
   and the fraction the shipped MNIST classifier labels with confidence > 0.9 (rows for held-out
   training images and for uniform noise show both ends of every scale);
 - speed: milliseconds and network calls per sample (batches of 250, this machine);
+- training diagnostics: the families' own log entries at the last step (a GAN's discriminator
+  accuracy on real and fake batches and its diversity on a fixed z batch; a VQ-VAE's restarted
+  codes and code perplexity);
 - likelihood: bits/dim of the discrete 8-bit test images, the same convention for every family
   (uniform dequantization for the flow, discretized decoders for the VAE and diffusion's ELBO),
   on a seeded subset of the test split with its standard error; beside it, the per-pixel
@@ -61,7 +65,11 @@ MODELS: dict[str, tuple[str, list[str]]] = {  # name: (shipped config, overrides
     "beta-vae": ("mnist-beta-vae", []),
     "flow": ("mnist-flow", []),
     "pixelcnn": ("mnist-pixelcnn", []),  # exact likelihood; 784 network calls per sample
+    "gan": ("mnist-gan", []),  # DCGAN + R1: one call per sample, no likelihood
+    "vq-vae": ("mnist-vqvae", []),  # VQ-VAE + PixelCNN prior over its 7x7 codes: 49 + 1 calls per sample
+    "latent diffusion (VQ)": ("mnist-latent-vq", []),  # the VQ-VAE as LDM's VQ-reg tokenizer
 }
+STANDARD_LOG_KEYS = {"step", "loss", "lr", "grad_norm", "skipped", "images_per_s", "losses"}
 NLL_SETTINGS = {"num_t": 4, "ode_tol": 1e-5, "k": 64}  # diffusion ELBO times per image; IWAE samples
 CONFIDENT = 0.9
 PUBLISHED = [  # full-scale results from the papers (bits/dim of dequantized / discrete 8-bit data)
@@ -81,9 +89,11 @@ def train(name: str, budget: str, out: Path) -> dict[str, Any]:
                                        "run.progress=false", "run.eval_every=0", "run.sample_every=0",
                                        "run.checkpoint_every=0", "run.log_every=100", f"run.out_dir={out}"])
     summary = Trainer(config).train()
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line][-1]
     return {"config": config_name, "overrides": overrides, "steps": summary["steps"],
             "train_time_s": summary["train_time_s"], "images_per_s": summary["images_per_s"],
-            "fitted": summary["fitted"]}
+            "fitted": summary["fitted"], "final_losses": last.get("losses"),
+            "diagnostics": {k: v for k, v in last.items() if k not in STANDARD_LOG_KEYS}}
 
 
 def confident_fraction(images: torch.Tensor, classifier: torch.nn.Module) -> float:
@@ -147,6 +157,10 @@ def markdown(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r.get('steps', '-')} | {fmt(r['fd'])} | {fmt(r['kid'])} | {r['precision']:.2f} | "
                      f"{r['recall']:.2f} | {r['confident']:.2f} | {fmt(r.get('ms_per_sample'))} | "
                      f"{r.get('nfe', '-')} | {nll} |")
+    diagnosed = {name: r["diagnostics"] for name, r in rows.items() if r.get("diagnostics")}
+    if diagnosed:
+        lines += ["", "Training diagnostics at the last step (the run's log):", ""]
+        lines += [f"- {name}: " + ", ".join(f"{k} {fmt(v)}" for k, v in d.items()) for name, d in diagnosed.items()]
     lines += ["", f"Per-pixel independent baseline (256-way histogram per pixel over the {meta['train_images']} "
               f"training images): **{meta['histogram_bpd']:.3f} bits/dim** on the same test subset.", "",
               "Published full-scale anchors (not this protocol; bits/dim):", "",

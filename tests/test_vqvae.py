@@ -141,3 +141,25 @@ def test_vq_tokenizer_saves_reloads_and_serves_latent_diffusion(tmp_path, capsys
     assert latent.family == "latent" and latent.tokenizer.kind == "vq_vae"
     x = latent.sample(2, seed=0, steps=2)
     assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def test_code_prior_is_causal_over_the_code_grid():
+    """Changing the codes at and after cell i in raster order leaves the logits of cell i unchanged,
+    changing an earlier code changes them (the prior embeds codes, so this is checked by value)."""
+    from difflab.models.autoregressive import level_values
+    from difflab.nn import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    prior = VQVAE(VQVAEConfig(resolution=16, levels=2, codebook_size=8, prior_hidden_channels=8,
+                              prior_layers=2)).prior  # a 4x4 grid of 8 codes
+    g = torch.Generator().manual_seed(0)
+    k = torch.randint(0, 8, (1, 1, 4, 4), generator=g)
+    base = prior(level_values(k, 8))  # (1, 1, 8, 4, 4)
+    for i, j in [(0, 0), (1, 2), (3, 3)]:
+        later = k.clone().view(-1)
+        later[i * 4 + j:] = torch.randint(0, 8, (16 - i * 4 - j,), generator=g)
+        assert torch.equal(prior(level_values(later.view(1, 1, 4, 4), 8))[..., i, j], base[..., i, j])
+        if i or j:
+            earlier = k.clone().view(-1)
+            earlier[i * 4 + j - 1] = (earlier[i * 4 + j - 1] + 1) % 8
+            assert not torch.equal(prior(level_values(earlier.view(1, 1, 4, 4), 8))[..., i, j], base[..., i, j])

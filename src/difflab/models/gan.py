@@ -41,9 +41,10 @@ DIAGNOSTIC_SEED, DIAGNOSTIC_SIZE = 0, 64  # the fixed z batch of ``diagnostics``
 class GANOptions:
     """The ``model`` section of a GAN run (besides ``family: gan``)."""
 
-    r1_gamma: float = 1.0
-    """gamma of the R1 penalty (gamma / 2) ||grad_x D(x)||^2 on real data (Mescheder et al. 2018
-    use 10 on 64x64+ images; small images with pixels in [-1, 1] need less); 0 turns it off."""
+    r1_gamma: float = 0.05
+    """gamma of the R1 penalty (gamma / 2) ||grad_x D(x)||^2 on real data; 0 turns it off.
+    Mescheder et al. 2018 use 10 on 64x64+ images, StyleGAN2-ADA 0.01 on CIFAR-10; on MNIST
+    0.05 gave digit shapes within 1,000 steps where 1 still gave strokes (docs/families.md)."""
 
     def __post_init__(self) -> None:
         if not self.r1_gamma >= 0:
@@ -71,7 +72,7 @@ class GANModel(OptionsModel):
     network_kind: ClassVar[str] = "dcgan"
     training_phases: ClassVar[tuple[str, ...]] = ("discriminator", "generator")
 
-    def __init__(self, network: DCGAN, image_shape: tuple[int, ...], *, r1_gamma: float = 1.0) -> None:
+    def __init__(self, network: DCGAN, image_shape: tuple[int, ...], *, r1_gamma: float = 0.05) -> None:
         GANOptions(r1_gamma)  # validates
         super().__init__(network, image_shape)
         self.r1_gamma = r1_gamma

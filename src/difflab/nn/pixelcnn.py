@@ -44,12 +44,17 @@ class PixelCNNConfig:
     """Gated layers after the first (7x7) one; the receptive field grows by one pixel per layer."""
     kernel_size: int = 3
     """Width of the gated layers' convolutions (odd)."""
+    embedding_dim: int = 0
+    """0: a sub-pixel enters the network as its value in [-1, 1]; E > 0 (one channel only): its
+    level index enters as a learned E-vector, for levels without an order (a VQ-VAE's codes)."""
 
     def __post_init__(self) -> None:
         if min(self.in_channels, self.resolution, self.hidden_channels, self.layers) < 1 or self.levels < 2:
             raise ConfigError(f"PixelCNN needs positive sizes and levels >= 2; got {self}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"PixelCNN kernel_size={self.kernel_size} must be odd")
+        if self.embedding_dim < 0 or (self.embedding_dim and self.in_channels != 1):
+            raise ConfigError(f"PixelCNN embedding_dim={self.embedding_dim} must be 0, or > 0 with in_channels=1")
         if self.hidden_channels % self.in_channels:
             raise ConfigError(f"PixelCNN hidden_channels={self.hidden_channels} must be a multiple of "
                               f"in_channels={self.in_channels} (one feature group per channel)")
@@ -134,8 +139,9 @@ class GatedPixelCNN(nn.Module):
         super().__init__()
         self.config = config
         c, hidden, groups = config.in_channels, config.hidden_channels, config.in_channels
+        self.embedding = nn.Embedding(config.levels, config.embedding_dim) if config.embedding_dim else None
         self.layers = nn.ModuleList(
-            [GatedLayer(hidden, 7, groups, first=True, in_channels=c)]
+            [GatedLayer(hidden, 7, groups, first=True, in_channels=config.embedding_dim or c)]
             + [GatedLayer(hidden, config.kernel_size, groups, first=False, in_channels=hidden)
                for _ in range(config.layers)]
         )
@@ -145,6 +151,9 @@ class GatedPixelCNN(nn.Module):
                                    MaskedConv2d(hidden, c * config.levels, (1, 1), out_mask)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:  # level indices of the one channel -> (B, E, H, W)
+            k = ((x[:, 0] + 1.0) * (self.config.levels - 1) / 2).round().long().clamp(0, self.config.levels - 1)
+            x = self.embedding(k).movedim(-1, 1)
         v = h = x
         for layer in self.layers:
             v, h = layer(v, h)

@@ -4,7 +4,7 @@ Vinyals & Kavukcuoglu 2017, "Neural Discrete Representation Learning", Sec. 3).
 - ``autoencoder``: a ``ConvAutoencoder`` with a codebook (``codebook_size`` > 0): x (B, C, H, W)
   -> codes k (B, H/f, W/f) -> a reconstruction (B, C, H, W), f = 2^levels;
 - ``prior``: a ``GatedPixelCNN`` over the code grid, one channel whose ``codebook_size`` levels
-  are the code indices (index k enters the network as the value 2k / (K - 1) - 1 in [-1, 1]).
+  are the code indices; a code enters the network as a learned vector (codes have no order).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from difflab.nn.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 @dataclass
 class VQVAEConfig:
-    """Hyper-parameters of ``VQVAE``; defaults suit 28x28 MNIST on a CPU (a 7x7 grid of 64 codes)."""
+    """Hyper-parameters of ``VQVAE``; defaults suit 28x28 MNIST on a CPU (a 7x7 grid of 32 codes)."""
 
     in_channels: int = 1
     """Image channels C."""
@@ -28,16 +28,16 @@ class VQVAEConfig:
     """Image side H = W in pixels; a multiple of 2^levels."""
     latent_channels: int = 16
     """Size d of a code vector."""
-    base_channels: int = 32
+    base_channels: int = 16
     """Autoencoder channels at full resolution, doubled per level."""
     levels: int = 2
     """Stride-2 downsamplings: the code grid is H / 2^levels (2: 7x7 on MNIST)."""
-    codebook_size: int = 64
-    """K codes (van den Oord et al. use 512 for ImageNet; digits need few)."""
+    codebook_size: int = 32
+    """K codes (van den Oord et al. use 512 for ImageNet; MNIST used ~35 effective codes of 64)."""
     commitment: float = 0.25
     """beta of the commitment loss (van den Oord et al. 2017, Eq. 3)."""
-    prior_hidden_channels: int = 64
-    """Feature channels of the PixelCNN prior's stacks."""
+    prior_hidden_channels: int = 32
+    """Feature channels (and code embedding size) of the PixelCNN prior; 64 costs 2.7x the time."""
     prior_layers: int = 6
     """Gated layers of the prior after its first; the 7x7 grid is covered by 6."""
 
@@ -54,7 +54,8 @@ class VQVAEConfig:
 
     def prior(self) -> PixelCNNConfig:
         return PixelCNNConfig(in_channels=1, resolution=self.resolution // 2**self.levels, levels=self.codebook_size,
-                              hidden_channels=self.prior_hidden_channels, layers=self.prior_layers)
+                              hidden_channels=self.prior_hidden_channels, layers=self.prior_layers,
+                              embedding_dim=self.prior_hidden_channels)
 
 
 class VQVAE(nn.Module):
