@@ -69,9 +69,8 @@ class VQVAEModel(OptionsModel):
     def losses(self, batch: Batch, generator: Generator) -> dict[str, torch.Tensor]:
         """{"reconstruction", "codebook", "commitment", "prior"} per example (B,); see the module docstring."""
         x = batch[0]
-        z_e = self.autoencoder.posterior(x)[0]  # (B, d, h, w)
-        z_q, k, codebook_loss, commitment_loss = self.autoencoder.quantizer(z_e)
-        reconstruction = (self.autoencoder.decoder(z_q) - x).pow(2).flatten(1).mean(1)
+        decoded, k, codebook_loss, commitment_loss = self.autoencoder.quantized(x)
+        reconstruction = (decoded - x).pow(2).flatten(1).mean(1)
         return {"reconstruction": reconstruction, "codebook": codebook_loss,
                 "commitment": self.network.config.commitment * commitment_loss, "prior": self.prior_bits(k.detach())}
 
@@ -91,11 +90,11 @@ class VQVAEModel(OptionsModel):
     def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,
              **options: Any) -> torch.Tensor:
         """k ~ p(k) code by code, then D(e_k)."""
-        h, w = self.network.config.prior().resolution, self.network.config.prior().resolution
-        k = ancestral_sample(self.prior, (len(generator), 1, h, w), self.codebook_size, generator,
+        side = self.prior.config.resolution  # the code grid is side x side
+        k = ancestral_sample(self.prior, (len(generator), 1, side, side), self.codebook_size, generator,
                              options.get("device"))[:, 0]  # (B, h, w)
         return self.autoencoder.decoder(self.autoencoder.quantizer.embed(k)).clamp(-1.0, 1.0)
 
     def sampling_protocol(self, **options: Any) -> dict[str, Any]:
-        calls = self.network.config.prior().resolution ** 2 + 1
+        calls = self.prior.config.resolution ** 2 + 1
         return {"sampler": "prior code by code, then decoder", "steps": calls, "grid": "-", "nfe": calls}

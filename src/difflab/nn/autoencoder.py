@@ -126,16 +126,22 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, regularizer per example (B,)): the KL with z sampled from q(z | x) for a
         VAE, codebook + commitment * commitment loss for a VQ autoencoder, 0 for a plain one."""
-        mean, logvar = self.posterior(x)
         if self.quantizer is not None:
-            z_q, _, codebook_loss, commitment_loss = self.quantizer(mean)
-            return self.decoder(z_q), codebook_loss + self.cfg.commitment * commitment_loss
+            reconstruction, _, codebook_loss, commitment_loss = self.quantized(x)
+            return reconstruction, codebook_loss + self.cfg.commitment * commitment_loss
+        mean, logvar = self.posterior(x)
         if logvar is None:
             return self.decoder(mean), torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * xi
         kl = 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar)  # KL[N(m, s^2) || N(0, 1)] per element
         return self.decoder(z), kl.flatten(1).sum(1)
+
+    def quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A VQ autoencoder's pass: (D(z_q) (B, C, H, W), codes k (B, h, w), codebook loss (B,),
+        commitment loss (B,)), with straight-through gradients (``VectorQuantizer.forward``)."""
+        z_q, k, codebook_loss, commitment_loss = self.quantizer(self.posterior(x)[0])
+        return self.decoder(z_q), k, codebook_loss, commitment_loss
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """{"rec": mean squared error per pixel, "kl": KL per latent element, "total": rec + beta kl},
