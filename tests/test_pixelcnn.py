@@ -62,6 +62,44 @@ def test_one_subpixel_likelihood_sums_to_one_over_its_levels():
     assert abs(torch.logsumexp(log_p, 0).item() - log_context.item()) < 1e-5
 
 
+@pytest.mark.parametrize("channels,embedding_dim", [(1, 0), (3, 0), (1, 5)])
+def test_row_by_row_logits_equal_the_full_pass_on_every_row(channels, embedding_dim):
+    """``row_context`` + ``row_logits`` (sampling's cached form) against ``forward``, on an image
+    taller than the context, so the crop of the rows above is exercised."""
+    torch.manual_seed(2)
+    levels = 6
+    net = perturbed(GatedPixelCNN(PixelCNNConfig(in_channels=channels, resolution=14, levels=levels, hidden_channels=6,
+                                                 layers=3, embedding_dim=embedding_dim))).double()
+    assert net.context_rows < 14
+    x = 2 * torch.randint(0, levels, (2, channels, 14, 9)).double() / (levels - 1) - 1
+    with torch.no_grad():
+        full = net(x)  # (B, C, L, H, W)
+        for i in range(14):
+            row = net.row_logits(x[:, :, i:i + 1], net.row_context(x, i))
+            assert torch.allclose(row, full[..., i:i + 1, :], atol=1e-10), i
+
+
+def test_ancestral_sampling_matches_a_brute_force_loop_over_full_passes():
+    from difflab.models.autoregressive import ancestral_sample, level_values
+    from difflab.processes.noise import PerSampleGenerator
+
+    torch.manual_seed(3)
+    levels, shape = 4, (3, 2, 9, 5)
+    net = perturbed(GatedPixelCNN(PixelCNNConfig(in_channels=2, resolution=9, levels=levels, hidden_channels=4,
+                                                 layers=2))).double()
+    k = ancestral_sample(net, shape, PerSampleGenerator(7, range(3)))
+    generator, expected = PerSampleGenerator(7, range(3)), torch.zeros(shape, dtype=torch.long)
+    with torch.no_grad():
+        for i in range(9):
+            for j in range(5):
+                for c in range(2):
+                    p = net(level_values(expected, levels).double())[:, c, :, i, j].softmax(1)  # (B, L)
+                    u = torch.special.ndtr(generator.randn((3, 1)))
+                    expected[:, c, i, j] = (p.cumsum(1) < u).sum(1).clamp(max=levels - 1)
+    assert torch.equal(k, expected)
+    assert len(k.unique()) > 1
+
+
 DIGITS = ["data.name=digits", "network.resolution=8", "network.levels=17", "network.hidden_channels=8",
           "network.layers=1", "optim.batch_size=8", "optim.warmup_steps=1", "run.progress=false",
           "run.sample_every=0", "run.eval_every=0", "run.sample.num=2", "run.deterministic=true"]

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.quantization import bin_width
@@ -34,17 +33,22 @@ def level_values(k: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ancestral_sample(network: nn.Module, shape: tuple[int, ...], levels: int, generator: PerSampleGenerator,
+def ancestral_sample(network: GatedPixelCNN, shape: tuple[int, ...], generator: PerSampleGenerator,
                      device: torch.device | str | None = None) -> torch.Tensor:
-    """Level indices (B, C, H, W) drawn from an autoregressive ``network`` (x -> logits
-    (B, C, L, H, W), causal in raster order), one sub-pixel at a time: C H W network calls,
-    the uniform of sub-pixel (c, i, j) of sample b from ``generator``'s stream b."""
+    """Level indices (B, C, H, W) drawn from ``network`` one sub-pixel at a time in raster order
+    (C H W steps, each a pass of the horizontal stack on one row; the rows above are summarised
+    once per row by ``row_context``); the uniform of sub-pixel (c, i, j) of sample b comes from
+    ``generator``'s stream b."""
     b, c, h, w = shape
+    levels, dtype = network.config.levels, next(network.parameters()).dtype
     k = torch.zeros(shape, dtype=torch.long, device=device)
     for i in range(h):
+        context = network.row_context(level_values(k, levels).to(dtype), i)
         for j in range(w):
             for channel in range(c):
-                p = network(level_values(k, levels))[:, channel, :, i, j].float().softmax(1)  # (B, L)
+                row = level_values(k[:, :, i:i + 1], levels).to(dtype)  # (B, C, 1, W)
+                logits = network.row_logits(row, context)  # (B, C, L, 1, W)
+                p = logits[:, channel, :, 0, j].float().softmax(1)  # (B, L)
                 u = torch.special.ndtr(generator.randn((b, 1), device=k.device))  # Uniform(0, 1)
                 k[:, channel, i, j] = (p.cumsum(1) < u).sum(1).clamp(max=levels - 1)  # inverse CDF
     return k
@@ -87,8 +91,7 @@ class PixelCNNModel(OptionsModel):
     def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,
              **options: Any) -> torch.Tensor:
         """Ancestral sampling, sub-pixel by sub-pixel in raster order (C H W network calls)."""
-        k = ancestral_sample(self.network, (len(generator), *self.image_shape), self.levels, generator,
-                             options.get("device"))
+        k = ancestral_sample(self.network, (len(generator), *self.image_shape), generator, options.get("device"))
         return level_values(k, self.levels)
 
     def sampling_protocol(self, **options: Any) -> dict[str, Any]:

@@ -91,8 +91,7 @@ class VQVAEModel(OptionsModel):
              **options: Any) -> torch.Tensor:
         """k ~ p(k) code by code, then D(e_k)."""
         side = self.prior.config.resolution  # the code grid is side x side
-        k = ancestral_sample(self.prior, (len(generator), 1, side, side), self.codebook_size, generator,
-                             options.get("device"))[:, 0]  # (B, h, w)
+        k = ancestral_sample(self.prior, (len(generator), 1, side, side), generator, options.get("device"))[:, 0]
         return self.autoencoder.decoder(self.autoencoder.quantizer.embed(k)).clamp(-1.0, 1.0)
 
     def sampling_protocol(self, **options: Any) -> dict[str, Any]:

@@ -15,6 +15,11 @@ channels c' < c of pixel (i, j) itself. So p(x) = prod p(x_cij | x_<cij) is exac
   split into C groups; in the current pixel, group c sees input channels < c in the first layer
   (mask "A") and feature groups <= c afterwards (mask "B"); the output head of sub-pixel c
   reads group c.
+
+Sampling one row at a time (``row_context`` + ``row_logits``): while row i is drawn, every
+vertical-stack feature it reads (rows < i) is fixed, so it is computed once per row on the
+``context_rows`` rows above i, and each of the W C sub-pixel steps runs only the horizontal stack
+on row i. The logits are those of ``forward`` (a test checks it), for about 1/H of the work.
 """
 
 from __future__ import annotations
@@ -125,11 +130,21 @@ class GatedLayer(nn.Module):
         f, g = a.view(b, groups, 2, c2 // (2 * groups), h, w).unbind(2)
         return (torch.tanh(f) * torch.sigmoid(g)).reshape(b, c2 // 2, h, w)
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def vertical(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the next vertical features, what each row of the horizontal stack receives from the rows
+        above), both (B, ., H, W)."""
         v_pre = self.v(pad_vertical(v, self.k))  # (B, 2c, H, W)
-        h_pre = self.h(F.pad(h, (self.k // 2, 0, 0, 0))) + self.v_to_h(shift_down(v_pre))
+        return self.gate(v_pre, self.groups), self.v_to_h(shift_down(v_pre))
+
+    def horizontal(self, h: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+        """The next horizontal features (B, c, H', W) of rows ``h`` given what they receive from above."""
+        h_pre = self.h(F.pad(h, (self.k // 2, 0, 0, 0))) + above
         h_new = self.h_out(self.gate(h_pre, self.groups))
-        return self.gate(v_pre, self.groups), h_new if self.first else h + h_new
+        return h_new if self.first else h + h_new
+
+    def forward(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v, above = self.vertical(v)
+        return v, self.horizontal(h, above)
 
 
 class GatedPixelCNN(nn.Module):
@@ -150,13 +165,45 @@ class GatedPixelCNN(nn.Module):
         self.head = nn.ModuleList([MaskedConv2d(hidden, hidden, (1, 1), head_mask),
                                    MaskedConv2d(hidden, c * config.levels, (1, 1), out_mask)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.embedding is not None:  # level indices of the one channel -> (B, E, H, W)
-            k = ((x[:, 0] + 1.0) * (self.config.levels - 1) / 2).round().long().clamp(0, self.config.levels - 1)
-            x = self.embedding(k).movedim(-1, 1)
-        v = h = x
-        for layer in self.layers:
-            v, h = layer(v, h)
-        logits = self.head[1](F.elu(self.head[0](F.elu(h))))  # (B, C * L, H, W), channel-major groups
+    @property
+    def context_rows(self) -> int:
+        """Input rows above row i that its logits can depend on: the vertical stack reaches 7 // 2
+        rows up in the first layer and k // 2 in each next one, and reaches row i shifted by one."""
+        return 1 + 7 // 2 + self.config.layers * (self.config.kernel_size // 2)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's input: x itself, or (``embedding_dim`` > 0) its level indices' vectors (B, E, H, W)."""
+        if self.embedding is None:
+            return x
+        k = ((x[:, 0] + 1.0) * (self.config.levels - 1) / 2).round().long().clamp(0, self.config.levels - 1)
+        return self.embedding(k).movedim(-1, 1)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Output head: horizontal features (B, c, H', W) -> logits (B, C, L, H', W)."""
+        logits = self.head[1](F.elu(self.head[0](F.elu(h))))  # (B, C * L, H', W), channel-major groups
         b, _, height, width = logits.shape
         return logits.view(b, self.config.in_channels, self.config.levels, height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = h = self.embed(x)
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.logits(h)
+
+    def row_context(self, x: torch.Tensor, i: int) -> list[torch.Tensor]:
+        """What row i of each layer's horizontal stack receives from the rows above, (B, 2c, 1, W)
+        per layer; reads rows i - ``context_rows`` ... i - 1 of x only."""
+        v = self.embed(x[:, :, max(0, i - self.context_rows):i + 1])  # row i itself is never read
+        above = []
+        for layer in self.layers:
+            v, a = layer.vertical(v)
+            above.append(a[:, :, -1:])
+        return above
+
+    def row_logits(self, x_row: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, C, L, 1, W) of row i from that row of the input (B, C, 1, W) and
+        ``row_context(x, i)``: equal to ``forward(x)[..., i:i + 1, :]``."""
+        h = self.embed(x_row)
+        for layer, above in zip(self.layers, context):
+            h = layer.horizontal(h, above)
+        return self.logits(h)
