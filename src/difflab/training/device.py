@@ -74,6 +74,15 @@ class SpeedSettings:
     """Names of the compiled networks (empty: eager)."""
 
 
+def agree(accelerator: Accelerator, values: list[float], reduction: str) -> list[float]:
+    """``values`` reduced over all ranks ("sum" or "max"; as they are on one process): one
+    all-reduce, so every rank takes the same decision (stop now, the step count of a budget)."""
+    if accelerator.num_processes == 1:
+        return values
+    tensor = torch.tensor(values, device=accelerator.device, dtype=torch.float64)
+    return accelerator.reduce(tensor, reduction=reduction).tolist()
+
+
 def speed_up(
     model: nn.Module,
     *,

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
+
 from difflab.errors import CheckpointError
+from difflab.training.device import agree, synchronize
 from difflab.training.schedule import (
     DEFAULT_EMA_LENGTH,
     TimeBudget,
@@ -53,6 +56,27 @@ class RunLength:
                                   f"{self.optim.time_budget!r}; a budget run's schedule is fixed by its first "
                                   "steps: resume with the same budget or start a new run.out_dir")
         self.budget.load_state_dict(state)
+
+    def start_step(self) -> None:
+        """Start timing a training step (budget runs)."""
+        if self.budget is not None:
+            self.budget.start()
+
+    def end_step(self, step: int, accelerator: Accelerator) -> bool:
+        """Stop timing; once every rank has timed its estimation window, fix the step count from
+        the slowest rank's pace. Whether it was fixed by this step."""
+        budget = self.budget
+        if budget is None:
+            return False
+        if budget.total_steps is None:  # time the estimation window's steps exactly
+            synchronize(accelerator.device)
+        budget.stop(step)
+        if budget.total_steps is not None:
+            return False
+        if agree(accelerator, [float(budget.window_done())], "sum")[0] < accelerator.num_processes:
+            return False
+        budget.fix_total(step, agree(accelerator, [budget.seconds_per_step()], "max")[0])
+        return True
 
     @property
     def total_steps(self) -> int | None:

@@ -65,11 +65,11 @@ from difflab.training.checkpoint import (
 from difflab.training.config import TrainConfig
 from difflab.training.device import (
     SpeedSettings,
+    agree,
     fork_rng,
     make_accelerator,
     reproducible,
     speed_up,
-    synchronize,
 )
 from difflab.training.ema import EMA
 from difflab.training.metrics import LossWindow, MetricsLog
@@ -214,8 +214,8 @@ class Trainer:
         with reproducible(self.config.run, self.config.optim.seed, self.accelerator, self.rng_to_restore), \
                 StopRequest() as stop:
             self._prepare_out_dir()
-            if self._eval_due():  # resumed at an evaluation step: a stop signal may have come before it
-                self.evaluate(unless_logged=True)
+            if self.outputs.eval_due(self.step):  # resumed at an evaluation step: a stop signal may have come before it
+                self.outputs.evaluate(self.ema.module, self.step, unless_logged=True)
             start_step, t0 = self.step, time.perf_counter()
             stopped_by, train_time = self._loop(stop)
             wall = time.perf_counter() - t0
@@ -224,9 +224,9 @@ class Trainer:
                 self.save()
             tuned: list[tuple[TunedGrid, float]] = []
             if stopped_by is None and self.step > start_step:
-                self.preview()
-                tuned = self.tune_grids()
-            self._plot()
+                self.outputs.preview(self.ema.module, self.step)
+                tuned = self.outputs.tune_grids(self.ema.module, self.checkpoint)
+            self.outputs.plot_loss()
         images = (self.step - start_step) * self.config.optim.batch_size
         return {
             "steps": self.step,
@@ -260,15 +260,14 @@ class Trainer:
         with bar:
             while not self._finished():
                 t = clock()
-                if self.budget is not None:
-                    self.budget.start()
+                self.length.start_step()
                 self._train_step(batches)
                 self.step += 1
+                if self.length.end_step(self.step, self.accelerator):  # a budget run's length is now known
+                    self.ema.decay = self.length.ema_decay()
+                    bar.total = self.length.total_steps
                 if self.budget is not None:
-                    if self.budget.total_steps is None:  # time the estimation window's steps exactly
-                        synchronize(self.accelerator.device)
-                    self.budget.stop(self.step)
-                    self._estimate_steps(bar)
+                    bar.set_description(f"{format_duration(self.budget.left())} left", refresh=False)
                 train_time += clock() - t
                 bar.update(1)
                 signalled = self._poll(stop)
@@ -276,35 +275,17 @@ class Trainer:
                     self._log((self.step - start) * cfg.optim.batch_size / max(train_time, 1e-9), bar)
                 if signalled:
                     return stop.signal_name or "signal", train_time
-                if self._eval_due():
-                    self.evaluate()
+                if self.outputs.eval_due(self.step):
+                    self.outputs.evaluate(self.ema.module, self.step)
                 if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
                     self.save()
                 if cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
-                    self.preview()
+                    self.outputs.preview(self.ema.module, self.step)
         if self.overran and self.step < (self.length.total_steps or 0):
             warnings.warn(f"optim.time_budget={self.config.optim.time_budget!r} ran out at step {self.step} of the "
                           f"{self.length.total_steps} estimated after the first steps (the machine got slower); the LR "
                           "had not finished decaying", stacklevel=2)
         return None, train_time
-
-    def _estimate_steps(self, bar: Any) -> None:
-        """Fix the budget run's step count once enough steps were timed (the same on every rank)."""
-        budget, acc = self.budget, self.accelerator
-        assert budget is not None
-        if budget.total_steps is None:
-            ready = torch.tensor([1.0 if budget.window_done() else 0.0], device=acc.device)
-            if acc.num_processes > 1:
-                ready = acc.reduce(ready, reduction="sum")
-            if float(ready) < acc.num_processes:
-                return
-            per_step = torch.tensor([budget.seconds_per_step()], device=acc.device, dtype=torch.float64)
-            if acc.num_processes > 1:
-                per_step = acc.reduce(per_step, reduction="max")  # the slowest rank sets the pace
-            budget.fix_total(self.step, float(per_step))
-            self.ema.decay = self.length.ema_decay()
-            bar.total = budget.total_steps
-        bar.set_description(f"{format_duration(budget.left())} left", refresh=False)
 
     def _train_step(self, batches: Iterator[torch.Tensor]) -> None:
         """One training step: one optimizer update per phase (one for most families), or, with
@@ -387,13 +368,9 @@ class Trainer:
     def _poll(self, stop: StopRequest) -> bool:
         """Whether any rank got SIGINT/SIGTERM; sets ``self.overran`` if any rank's training time
         overran the budget. All ranks agree (one all-reduce), so they stop at the same step."""
-        flags = [bool(stop), self.budget is not None and self.budget.overrun()]
-        if self.accelerator.num_processes > 1:
-            agreed = self.accelerator.reduce(torch.tensor([float(f) for f in flags], device=self.accelerator.device),
-                                             reduction="sum")
-            flags = [bool(v > 0) for v in agreed.tolist()]
-        self.overran = flags[1]
-        return flags[0]
+        flags = [float(bool(stop)), float(self.budget is not None and self.budget.overrun())]
+        signalled, self.overran = (v > 0 for v in agree(self.accelerator, flags, "sum"))
+        return signalled
 
     # --- outputs ---------------------------------------------------------------------------
     def _prepare_out_dir(self) -> None:
@@ -443,25 +420,7 @@ class Trainer:
             path = save_run_checkpoint(self.out_dir / "checkpoints", keep_last=self.config.run.keep_last,
                                        config=self.config, model=self.unwrapped_model, ema_model=self.ema.module,
                                        step=self.step, training_state=state)
-            self._plot()
+            self.outputs.plot_loss()
         self.accelerator.wait_for_everyone()
         self.checkpoint = path
         return path
-
-    def preview(self) -> Path | None:
-        """Sample a grid with the EMA weights to ``samples/step_XXXXXXX.png`` (main process)."""
-        return self.outputs.preview(self.ema.module, self.step)
-
-    def tune_grids(self) -> list[tuple[TunedGrid, float]]:
-        """Tune ``run.tune_steps`` grids to the EMA weights of the last checkpoint (main process)."""
-        return self.outputs.tune_grids(self.ema.module, self.checkpoint)
-
-    def evaluate(self, *, unless_logged: bool = False) -> dict[str, Any] | None:
-        """Evaluate the EMA weights now and log the result (``RunOutputs.evaluate``)."""
-        return self.outputs.evaluate(self.ema.module, self.step, unless_logged=unless_logged)
-
-    def _eval_due(self) -> bool:
-        return self.outputs.eval_due(self.step)
-
-    def _plot(self) -> None:
-        self.outputs.plot_loss()
