@@ -4,8 +4,8 @@
 - ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
   ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow), ``PixelCNNModel`` (gated
-  PixelCNN), ``GANModel`` (DCGAN + R1) and ``VQVAEModel`` (VQ-VAE + PixelCNN prior), listed by
-  name in ``FAMILIES``;
+  PixelCNN), ``GANModel`` (DCGAN + R1), ``VQVAEModel`` (VQ-VAE + PixelCNN prior) and
+  ``CLDModel`` (critically-damped Langevin diffusion), listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -21,6 +21,7 @@ from difflab.models.artefact import (
 )
 from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
+from difflab.models.cld import CLDModel, CLDOptions
 from difflab.models.conditioning import ClassLabels, Conditioning
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel, FlowOptions
@@ -33,6 +34,8 @@ from difflab.models.vqvae import VQVAEModel
 __all__ = [
     "FAMILIES",
     "Batch",
+    "CLDModel",
+    "CLDOptions",
     "ClassLabels",
     "Conditioning",
     "DiffusionModel",

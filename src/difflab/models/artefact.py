@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from difflab.errors import CheckpointError, ConfigError, check_choice
 from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import GenerativeModel
+from difflab.models.cld import CLDModel
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel
 from difflab.models.gan import GANModel
@@ -49,6 +50,7 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
     "pixelcnn": PixelCNNModel,  # a gated PixelCNN: exact likelihood, one call per sub-pixel
     "gan": GANModel,  # a DCGAN with the R1 penalty: one call per sample, no likelihood
     "vqvae": VQVAEModel,  # a VQ-VAE and a PixelCNN prior over its codes
+    "cld": CLDModel,  # critically-damped Langevin diffusion: phase space, hybrid score matching, SSCS
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

@@ -155,6 +155,10 @@ class GenerativeModel(nn.Module, ABC):
         """(C, H, W) of the tensors the network sees: the images by default."""
         return tuple(self.image_shape)
 
+    def network_output_channels(self) -> int:
+        """Channels of what the network predicts: those of its input by default."""
+        return self.network_shape()[0]
+
     def dry_run(self, where: str) -> None:
         """``ConfigError`` if the training losses of two blank images fail (a shape mismatch ...);
         ``where`` describes the data for the message. Eval mode, no gradients, own generator."""

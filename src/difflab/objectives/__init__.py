@@ -1,6 +1,12 @@
 """Objectives: loss = weighting x prediction error, and training-time sampling."""
 
-from difflab.objectives.heat import heat_loss, levels_from_times, predict_less_blurred, sample_levels
+from difflab.objectives.cld import CLD_WEIGHTINGS, CLDWeighting, hsm_loss, hsm_weight
+from difflab.objectives.heat import (
+    heat_loss,
+    levels_from_times,
+    predict_less_blurred,
+    sample_levels,
+)
 from difflab.objectives.ldae import LDAE_SPACES, LDAESpace, dae_weight, ldae_loss
 from difflab.objectives.losses import (
     TIME_SAMPLINGS,
@@ -13,6 +19,10 @@ from difflab.objectives.losses import (
 )
 
 __all__ = [
+    "CLD_WEIGHTINGS",
+    "CLDWeighting",
+    "hsm_loss",
+    "hsm_weight",
     "LDAE_SPACES",
     "TIME_SAMPLINGS",
     "WEIGHTINGS",

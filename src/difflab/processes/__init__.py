@@ -8,6 +8,7 @@ from difflab.processes.bases import (
     dct_matrix,
 )
 from difflab.processes.build import PROCESSES, build_process
+from difflab.processes.cld import CLD, CriticallyDamped, cholesky_2x2
 from difflab.processes.diffusion import (
     BlurringDiffusion,
     DiagonalGaussianProcess,
@@ -26,6 +27,9 @@ from difflab.processes.schedules import CosineLogSNR, LinearDDPM, make_schedule
 from difflab.processes.tokenizers import Tokenizer
 
 __all__ = [
+    "CLD",
+    "CriticallyDamped",
+    "cholesky_2x2",
     "NOISE_LEVELS",
     "PREDICTIONS",
     "PROCESSES",

@@ -54,9 +54,10 @@ def check_network_fits_data(config: TrainConfig, dataset: ImageDataset, model: G
         if net.in_channels != c:
             raise ConfigError(f"network.in_channels={net.in_channels} but {where}; "
                               f"set network.in_channels: {c} ({source})")
-        if getattr(net, "out_channels", None) not in (None, c):
-            raise ConfigError(f"network.out_channels={net.out_channels} must equal the {c} input channels "
-                              "(the network predicts a tensor of its input's shape); leave it null")
+        c_out = model.network_output_channels()
+        if getattr(net, "out_channels", None) not in ((None, c) if c_out == c else (c_out,)):
+            raise ConfigError(f"network.out_channels={net.out_channels} but the {model.family} model's network "
+                              f"predicts {c_out} channel(s); set network.out_channels: {c_out if c_out != c else 'null'}")
     num_classes = getattr(net, "num_classes", None)
     if num_classes is not None:
         if dataset.labels is None:

@@ -1,0 +1,131 @@
+"""Fast sampling at equal training compute: quality vs network calls for DDPM/VP diffusion and
+critically-damped Langevin diffusion (CLD) on MNIST.
+
+Both models are trained by difflab's ``Trainer`` for the same wall budget (``optim.time_budget``)
+with the same small UNet (CLD's sees (x, v): 2 input channels), in one process with the same
+threads. Then, at each NFE budget (network calls per sample):
+
+- diffusion: DDPM ancestral, DDIM (eta = 0), and the default solver (``sampler: auto``) on the
+  grid tuned to the trained weights (``run.tune_steps``, as ``difflab tune``);
+- CLD: SSCS (one call per step) and the probability-flow ODE with Heun (2 steps - 1 calls), on the
+  quadratic grid down to t_min = 1e-3, then the denoising step;
+
+and every row is judged on N samples (seed 0, per-sample seeds): FD, precision and recall on the
+shipped ``mnist-cnn`` features against the MNIST test split.
+
+Usage::
+
+    python benchmarks/fast_sampling.py --quick                    # smoke test, minutes
+    python benchmarks/fast_sampling.py --budget 5m --out docs/fast_sampling
+
+Writes ``fast_sampling.json``, ``fast_sampling.md`` and ``samples_cld_sscs_20.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflab.data import load_dataset
+from difflab.evaluation.evaluate import make_reference, sample_quality
+from difflab.evaluation.features import make_extractor
+from difflab.evaluation.figures import save_image_grid
+from difflab.models import load_model
+from difflab.training import Trainer
+from difflab.training.config import load_config
+
+SMALL_UNET = ["network.base_channels=32", "network.num_res_blocks=1", "network.attention_resolutions=[]",
+              "network.dropout=0.0", "network.head_channels=null", "network.norm_groups=8",
+              "optim.batch_size=64", "optim.lr=1e-3"]  # as benchmarks/families.py: minutes of CPU
+NFES = (10, 20, 50, 100)
+MODELS: dict[str, tuple[str, list[str]]] = {"diffusion": ("mnist-gauss", SMALL_UNET), "cld": ("mnist-cld", SMALL_UNET)}
+ROWS = [  # (model, label, sample options for an NFE budget)
+    ("diffusion", "DDPM ancestral", lambda n: {"sampler": "ancestral", "steps": n}),
+    ("diffusion", "DDIM", lambda n: {"sampler": "ddim", "steps": n, "eta": 0.0}),
+    ("diffusion", "default solver, tuned grid", lambda n: {"sampler": "auto", "steps": n}),
+    ("cld", "CLD SSCS", lambda n: {"sampler": "sscs", "steps": n}),
+    ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2}),
+]
+
+
+def train(name: str, budget: str, out: Path, nfes: tuple[int, ...]) -> dict[str, Any]:
+    """Train one model for ``budget`` of training time (diffusion also tunes its grids); its summary."""
+    config_name, overrides = MODELS[name]
+    tune = [f"run.tune_steps=[{','.join(str(n) for n in nfes)}]"] if name == "diffusion" else []
+    config = load_config(config_name, [*overrides, *tune, "optim.steps=null", f"optim.time_budget={budget}",
+                                       "run.progress=false", "run.eval_every=0", "run.sample_every=0",
+                                       "run.checkpoint_every=0", f"run.out_dir={out}"])
+    summary = Trainer(config).train()
+    return {"config": config_name, "overrides": overrides, "steps": summary["steps"],
+            "train_time_s": summary["train_time_s"]}
+
+
+def markdown(rows: list[dict[str, Any]], trained: dict[str, Any], nfes: tuple[int, ...], meta: dict[str, Any]) -> str:
+    """One table per metric: a row per sampler, a column per NFE budget."""
+    text = [f"Training: {meta['budget']} of CPU time each ({meta['threads']} threads); "
+            + ", ".join(f"{k} {v['steps']} steps" for k, v in trained.items())
+            + f". {meta['num_samples']} samples per cell; wall time {meta['wall_time_s']:.0f} s.", ""]
+    for key, label in (("fd", "FD (mnist-cnn), lower is better"), ("precision", "precision"), ("recall", "recall")):
+        text += [f"**{label}** (network calls per sample in brackets where they differ from the budget)", "",
+                 "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+        for label_ in dict.fromkeys(r["sampler"] for r in rows):
+            cells = []
+            for n in nfes:
+                r = next(r for r in rows if r["sampler"] == label_ and r["budget"] == n)
+                extra = f" ({r['nfe']})" if r["nfe"] != n else ""
+                cells.append(f"{r[key]:.3g}{extra}")
+            text.append(f"| {label_} | " + " | ".join(cells) + " |")
+        text.append("")
+    return "\n".join(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", default="5m", help="training time per model (default 5m)")
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples per cell (default 1000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--out", default="benchmarks/results/fast_sampling", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 20 s budgets, 50 samples, NFE 10 and 20")
+    args = parser.parse_args()
+    nfes = (10, 20) if args.quick else NFES
+    if args.quick:
+        args.budget, args.num_samples = "20s", 50
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter()
+    extractor = make_extractor("mnist-cnn")
+    reference = make_reference(load_dataset("mnist", split="test"), extractor)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = {name: train(name, args.budget, Path(tmp) / name, nfes) for name in MODELS}
+        models = {name: load_model(Path(tmp) / name).eval() for name in MODELS}
+        for model_name, label, options in ROWS:
+            for n in nfes:
+                model, o = models[model_name], options(n)
+                start = time.perf_counter()
+                samples = model.sample(args.num_samples, seed=0, batch_size=250, **o)
+                row = {"sampler": label, "budget": n, "nfe": model.sampling_protocol(**o)["nfe"],
+                       "grid": model.sampling_protocol(**o)["grid"],
+                       "s_per_1000": 1000 * (time.perf_counter() - start) / args.num_samples,
+                       **sample_quality(samples, reference, extractor, ("fd", "precision", "recall"))}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if label == "CLD SSCS" and n == 20:
+                    save_image_grid(samples[:64], out / "samples_cld_sscs_20.png", nrow=8)
+    meta = {"budget": args.budget, "threads": args.threads, "num_samples": args.num_samples,
+            "wall_time_s": time.perf_counter() - wall}
+    (out / "fast_sampling.json").write_text(json.dumps({"meta": meta, "trained": trained, "rows": rows}, indent=1))
+    text = markdown(rows, trained, nfes, meta)
+    (out / "fast_sampling.md").write_text(text)
+    print(text + f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
