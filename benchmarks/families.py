@@ -98,6 +98,11 @@ def train(name: str, budget: str, out: Path) -> dict[str, Any]:
             "diagnostics": {k: v for k, v in last.items() if k not in STANDARD_LOG_KEYS}}
 
 
+def file_name(name: str) -> str:
+    """A model's name as a file name part: "latent diffusion (VQ)" -> "latent-diffusion-vq"."""
+    return name.lower().replace(" ", "-").replace("(", "").replace(")", "")
+
+
 def confident_fraction(images: torch.Tensor, classifier: torch.nn.Module) -> float:
     """Fraction of ``images`` the classifier labels with softmax confidence > ``CONFIDENT``."""
     with torch.no_grad():
@@ -228,12 +233,12 @@ def main() -> None:
         runs = Path(args.runs) if args.runs else Path(tmp)
         for name in names:
             print(f"training {name} for {args.budget} ...", flush=True)
-            trained = train(name, args.budget, runs / name.replace(" ", "-"))
-            model = load_model(runs / name.replace(" ", "-")).eval()
+            trained = train(name, args.budget, runs / file_name(name))
+            model = load_model(runs / file_name(name)).eval()
             row, samples = judge(model, reference, test_set.images, extractor, classifier, args.num_samples,
                                  args.nll_examples)
             rows[name] = {**trained, **row}
-            save_image_grid(samples[:64], out / f"samples_{name.replace(' ', '-')}.png", nrow=8)
+            save_image_grid(samples[:64], out / f"samples_{file_name(name)}.png", nrow=8)
             if model.family == "vae" and name == "vae":
                 save_image_grid(model.latent_traversal(test_set.images[:1]), out / "vae_traversal.png", nrow=9)
             print(json.dumps({name: rows[name]}, default=str), flush=True)
