@@ -6,7 +6,8 @@ with the same small UNet (CLD's sees (x, v): 2 input channels), in one process w
 threads. Then, at each NFE budget (network calls per sample):
 
 - diffusion: DDPM ancestral, DDIM (eta = 0), and the default solver (``sampler: auto``) on the
-  grid tuned to the trained weights (``run.tune_steps``, as ``difflab tune``);
+  grid tuned to the trained weights (``run.tune_steps``, as ``difflab tune``; ``--quick`` skips
+  the tuning and uses the default grid; the "grid" of every row is in the JSON);
 - CLD: SSCS (one call per step) and the probability-flow ODE with Heun (2 steps - 1 calls), on the
   quadratic grid down to t_min = 1e-3, then the denoising step;
 
@@ -48,16 +49,17 @@ MODELS: dict[str, tuple[str, list[str]]] = {"diffusion": ("mnist-gauss", SMALL_U
 ROWS = [  # (model, label, sample options for an NFE budget)
     ("diffusion", "DDPM ancestral", lambda n: {"sampler": "ancestral", "steps": n}),
     ("diffusion", "DDIM", lambda n: {"sampler": "ddim", "steps": n, "eta": 0.0}),
-    ("diffusion", "default solver, tuned grid", lambda n: {"sampler": "auto", "steps": n}),
+    ("diffusion", "default solver, tuned grid (default grid with --quick)", lambda n: {"sampler": "auto", "steps": n}),
     ("cld", "CLD SSCS", lambda n: {"sampler": "sscs", "steps": n}),
     ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2}),
 ]
 
 
-def train(name: str, budget: str, out: Path, nfes: tuple[int, ...]) -> dict[str, Any]:
-    """Train one model for ``budget`` of training time (diffusion also tunes its grids); its summary."""
+def train(name: str, budget: str, out: Path, tune_nfes: tuple[int, ...]) -> dict[str, Any]:
+    """Train one model for ``budget`` of training time (diffusion then tunes its grids for
+    ``tune_nfes``, minutes each on a CPU); its summary."""
     config_name, overrides = MODELS[name]
-    tune = [f"run.tune_steps=[{','.join(str(n) for n in nfes)}]"] if name == "diffusion" else []
+    tune = [f"run.tune_steps=[{','.join(str(n) for n in tune_nfes)}]"] if name == "diffusion" and tune_nfes else []
     config = load_config(config_name, [*overrides, *tune, "optim.steps=null", f"optim.time_budget={budget}",
                                        "run.progress=false", "run.eval_every=0", "run.sample_every=0",
                                        "run.checkpoint_every=0", f"run.out_dir={out}"])
@@ -91,7 +93,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per cell (default 1000)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--out", default="benchmarks/results/fast_sampling", help="output folder")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 20 s budgets, 50 samples, NFE 10 and 20")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 20 s budgets, 50 samples, NFE 10 and 20, no grid tuning (the default grid)")
     args = parser.parse_args()
     nfes = (10, 20) if args.quick else NFES
     if args.quick:
@@ -104,7 +107,7 @@ def main() -> None:
     reference = make_reference(load_dataset("mnist", split="test"), extractor)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        trained = {name: train(name, args.budget, Path(tmp) / name, nfes) for name in MODELS}
+        trained = {name: train(name, args.budget, Path(tmp) / name, () if args.quick else nfes) for name in MODELS}
         models = {name: load_model(Path(tmp) / name).eval() for name in MODELS}
         for model_name, label, options in ROWS:
             for n in nfes:
