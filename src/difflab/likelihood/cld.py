@@ -32,6 +32,7 @@ from difflab.likelihood.flow import (
     exact_divergence,
     hutchinson_divergence,
     rademacher,
+    solve_to_one,
 )
 from difflab.likelihood.quantization import bin_width, check_on_grid, dequantize
 from difflab.processes.cld import CLD
@@ -48,10 +49,6 @@ def joint_nll(score: Score, process: CLD, x: torch.Tensor, v: torch.Tensor, *, t
               divergence: Divergence = "hutchinson", rtol: float = 1e-5, atol: float = 1e-5,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """-log p_{t_min}(x, v) in nats per example (B,) by the probability-flow ODE (RK45 in float64)."""
-    from scipy.integrate import (
-        solve_ivp,  # imported here: it costs a second at `import difflab`
-    )
-
     check_choice("divergence", divergence, DIVERGENCES)
     shape, c = (x.shape[0], 2 * x.shape[1], *x.shape[2:]), x.shape[1]  # the state (B, 2C, H, W) = (x, v)
     b, m_inv, damping = process.beta, 1.0 / process.mass, process.damping
@@ -68,10 +65,7 @@ def joint_nll(score: Score, process: CLD, x: torch.Tensor, v: torch.Tensor, *, t
         return torch.cat([velocity.detach().flatten(), div.detach().flatten()]).cpu().double().numpy()
 
     state0 = np.concatenate([torch.cat([x, v], 1).detach().cpu().double().flatten().numpy(), np.zeros(shape[0])])
-    sol = solve_ivp(dynamics, (t_min, 1.0), state0, method="RK45", rtol=rtol, atol=atol)
-    if not sol.success:
-        raise ConfigError(f"the probability-flow ODE solver failed: {sol.message}; try looser rtol/atol")
-    end = torch.from_numpy(sol.y[:, -1])
+    end, _ = solve_to_one(dynamics, state0, t_min, rtol, atol)
     u_1 = end[:n_u].reshape(shape)
     log_prior = _gaussian_log_density(u_1[:, :c], 1.0) + _gaussian_log_density(u_1[:, c:], process.mass)
     return -(log_prior + end[n_u:])

@@ -31,7 +31,13 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.quantization import check_on_grid, discretized_gaussian_log_prob
-from difflab.likelihood.time_proposal import IMPORTANCE_CELLS, TimeProposal, TSampling, check_t_min, draw_uniforms
+from difflab.likelihood.time_proposal import (
+    IMPORTANCE_CELLS,
+    TimeProposal,
+    TSampling,
+    check_t_min,
+    draw_uniforms,
+)
 from difflab.processes import DiagonalGaussianProcess, Prediction
 from difflab.samplers import make_denoiser
 from difflab.samplers.denoiser import DenoiseFn, ModelFn

@@ -123,6 +123,22 @@ def make_dynamics(
     return dynamics
 
 
+def solve_to_one(dynamics: Callable[[float, np.ndarray], np.ndarray], state0: np.ndarray, t_min: float,
+                 rtol: float, atol: float) -> tuple[torch.Tensor, int]:
+    """Integrate ``dynamics`` from t_min to 1 with RK45 (float64): (the state at t = 1, the
+    solver's function evaluations); ``ConfigError`` for non-positive tolerances or a failed solve."""
+    from scipy.integrate import (
+        solve_ivp,  # imported here: it costs a second at `import difflab`
+    )
+
+    if not (rtol > 0 and atol > 0):
+        raise ConfigError(f"rtol={rtol} and atol={atol} must be positive")
+    sol = solve_ivp(dynamics, (t_min, 1.0), state0, method="RK45", rtol=rtol, atol=atol)
+    if not sol.success:
+        raise ConfigError(f"the probability-flow ODE solver failed: {sol.message}; try looser rtol/atol")
+    return torch.from_numpy(sol.y[:, -1]), int(sol.nfev)
+
+
 def rademacher(
     shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
@@ -155,13 +171,9 @@ def flow_nll(
         t_min: the time the data sits at (the density is that of q(z_{t_min})).
         generator: RNG for the probes, on x's device.
     """
-    from scipy.integrate import solve_ivp  # imported here: it costs a second at `import difflab`
-
     check_choice("divergence", divergence, DIVERGENCES)
     if divergence == "hutchinson" and (isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1):
         raise ConfigError(f"num_probes={num_probes!r} must be a positive integer")
-    if not (rtol > 0 and atol > 0):
-        raise ConfigError(f"rtol={rtol} and atol={atol} must be positive")
     shape = tuple(x.shape)
     check_t_min(process, t_min, shape)
     denoise = make_denoiser(model, process, prediction, cond=cond)
@@ -173,14 +185,11 @@ def flow_nll(
     u_0 = process.to_basis(x.detach()).cpu().double().flatten().numpy()
     state0 = np.concatenate([u_0, np.zeros(shape[0] * n_probes)])
     dynamics = make_dynamics(denoise, process, shape, x.dtype, probes, x.device)
-    sol = solve_ivp(dynamics, (t_min, 1.0), state0, method="RK45", rtol=rtol, atol=atol)
-    if not sol.success:
-        raise ConfigError(f"the probability-flow ODE solver failed: {sol.message}; try looser rtol/atol")
-    end = torch.from_numpy(sol.y[:, -1])
+    end, nfe = solve_to_one(dynamics, state0, t_min, rtol, atol)
     u_1 = end[: math.prod(shape)].reshape(shape)
     integral = end[math.prod(shape):].reshape(shape[0], n_probes)  # (B, P)
     # 2. Prior log-density N(0, sigma_1^2) per example, plus the accumulated divergence.
     _, sigma_1 = process.alpha_sigma(torch.ones(1, dtype=torch.float64), (1, *shape[1:]))
     log_prior = (-0.5 * (u_1 / sigma_1) ** 2 - torch.log(sigma_1) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
     nll_probes = -(log_prior[:, None] + integral)
-    return FlowResult(nll=nll_probes.mean(1), nll_probes=nll_probes, nfe=int(sol.nfev))
+    return FlowResult(nll=nll_probes.mean(1), nll_probes=nll_probes, nfe=nfe)

@@ -20,9 +20,8 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.cld import cld_nll_bound
-from difflab.models.base import Batch, GenerativeModel
-from difflab.models.conditioning import Conditioning
-from difflab.nn import DENOISER_CONFIGS, config_to_dict, network_from_dict
+from difflab.models.base import Batch, OptionsModel
+from difflab.nn import DENOISER_CONFIGS, config_to_dict
 from difflab.objectives import CLD_WEIGHTINGS, hsm_loss
 from difflab.processes.cld import CLD
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
@@ -58,7 +57,7 @@ class CLDOptions:
             raise ConfigError(f"model.t_min={self.t_min} must be in (0, 0.5) (the paper uses 1e-3 to 1e-5)")
 
 
-class CLDModel(GenerativeModel):
+class CLDModel(OptionsModel):
     """A denoiser trained by hybrid score matching on a ``CLD`` process (module docstring).
 
     Args:
@@ -73,11 +72,10 @@ class CLDModel(GenerativeModel):
 
     def __init__(self, network: Any, image_shape: tuple[int, ...], *, sample_defaults: dict[str, Any] | None = None,
                  **options: Any) -> None:
-        super().__init__()
-        self.options = CLDOptions(**options)
+        validated = CLDOptions(**options)
+        super().__init__(network, tuple(int(d) for d in image_shape))
+        self.options = validated
         self.process = CLD(self.options.mass, self.options.beta, self.options.gamma)
-        self.network, self.image_shape = network, tuple(int(d) for d in image_shape)
-        self.conditioning = Conditioning.classes(None)
         unknown = sorted(set(sample_defaults or {}) - set(SAMPLE_DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown CLD sample default(s) {unknown}; allowed: {sorted(SAMPLE_DEFAULTS)}")
@@ -193,8 +191,3 @@ class CLDModel(GenerativeModel):
         options = {k: v for k, v in sections["model"].items() if k != "family"}
         return {"network": network, "image_shape": list(image_shape), **options,
                 "sample_defaults": {**SAMPLE_DEFAULTS, "sampler": sampler, "steps": s["steps"]}}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], *, seed: int | None = None) -> CLDModel:
-        c = dict(config)
-        return cls(network_from_dict(c.pop("network"), seed=seed), tuple(c.pop("image_shape")), **c)
