@@ -6,8 +6,10 @@ with the same small UNet (CLD's sees (x, v): 2 input channels), in one process w
 threads. Then, at each NFE budget (network calls per sample):
 
 - diffusion: DDPM ancestral, DDIM (eta = 0), and the default solver (``sampler: auto``) on the
-  grid tuned to the trained weights (``run.tune_steps``, as ``difflab tune``; ``--quick`` skips
-  the tuning and uses the default grid; the "grid" of every row is in the JSON);
+  grid tuned to the trained weights (as ``difflab tune``) at the budgets in ``--tune-nfes``, on
+  its default grid at the others (tuning costs ``(600 + (4 + max_evals) * NFE) * 32`` network
+  calls per budget, over an hour at NFE 100 on a CPU; ``--quick`` tunes none; the "grid" of
+  every row is in the JSON, the tuning table in ``tuning``);
 - CLD: SSCS (one call per step) and the probability-flow ODE with Heun (2 steps - 1 calls), on the
   quadratic grid down to t_min = 1e-3, then the denoising step;
 
@@ -17,7 +19,7 @@ shipped ``mnist-cnn`` features against the MNIST test split.
 Usage::
 
     python benchmarks/fast_sampling.py --quick                    # smoke test, minutes
-    python benchmarks/fast_sampling.py --budget 5m --out docs/fast_sampling
+    python benchmarks/fast_sampling.py --budget 5m --num-samples 400 --out docs/fast_sampling
 
 Writes ``fast_sampling.json``, ``fast_sampling.md`` and ``samples_cld_sscs_20.png`` into ``--out``.
 """
@@ -37,7 +39,8 @@ from difflab.data import load_dataset
 from difflab.evaluation.evaluate import make_reference, sample_quality
 from difflab.evaluation.features import make_extractor
 from difflab.evaluation.figures import save_image_grid
-from difflab.models import load_model
+from difflab.models import load_model, model_dir
+from difflab.models.tuning import tune_model_grids, tuned_table
 from difflab.training import Trainer
 from difflab.training.config import load_config
 
@@ -49,18 +52,16 @@ MODELS: dict[str, tuple[str, list[str]]] = {"diffusion": ("mnist-gauss", SMALL_U
 ROWS = [  # (model, label, sample options for an NFE budget)
     ("diffusion", "DDPM ancestral", lambda n: {"sampler": "ancestral", "steps": n}),
     ("diffusion", "DDIM", lambda n: {"sampler": "ddim", "steps": n, "eta": 0.0}),
-    ("diffusion", "default solver, tuned grid (default grid with --quick)", lambda n: {"sampler": "auto", "steps": n}),
+    ("diffusion", "default solver, tuned grid (see tuning)", lambda n: {"sampler": "auto", "steps": n}),
     ("cld", "CLD SSCS", lambda n: {"sampler": "sscs", "steps": n}),
     ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2}),
 ]
 
 
-def train(name: str, budget: str, out: Path, tune_nfes: tuple[int, ...]) -> dict[str, Any]:
-    """Train one model for ``budget`` of training time (diffusion then tunes its grids for
-    ``tune_nfes``, minutes each on a CPU); its summary."""
+def train(name: str, budget: str, out: Path) -> dict[str, Any]:
+    """Train one model for ``budget`` of training time; its summary."""
     config_name, overrides = MODELS[name]
-    tune = [f"run.tune_steps=[{','.join(str(n) for n in tune_nfes)}]"] if name == "diffusion" and tune_nfes else []
-    config = load_config(config_name, [*overrides, *tune, "optim.steps=null", f"optim.time_budget={budget}",
+    config = load_config(config_name, [*overrides, "optim.steps=null", f"optim.time_budget={budget}",
                                        "run.progress=false", "run.eval_every=0", "run.sample_every=0",
                                        "run.checkpoint_every=0", f"run.out_dir={out}"])
     summary = Trainer(config).train()
@@ -92,13 +93,16 @@ def main() -> None:
     parser.add_argument("--budget", default="5m", help="training time per model (default 5m)")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per cell (default 1000)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--tune-nfes", default="10,20", help="budgets whose grid is tuned (default 10,20; '' for none)")
+    parser.add_argument("--tune-evals", type=int, default=60, help="sampler runs per tuned grid (default 60)")
     parser.add_argument("--out", default="benchmarks/results/fast_sampling", help="output folder")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 20 s budgets, 50 samples, NFE 10 and 20, no grid tuning (the default grid)")
     args = parser.parse_args()
     nfes = (10, 20) if args.quick else NFES
+    tune_nfes = tuple(int(n) for n in args.tune_nfes.split(",") if n)
     if args.quick:
-        args.budget, args.num_samples = "20s", 50
+        args.budget, args.num_samples, tune_nfes = "20s", 50, ()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,8 +111,11 @@ def main() -> None:
     reference = make_reference(load_dataset("mnist", split="test"), extractor)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        trained = {name: train(name, args.budget, Path(tmp) / name, () if args.quick else nfes) for name in MODELS}
+        trained = {name: train(name, args.budget, Path(tmp) / name) for name in MODELS}
         models = {name: load_model(Path(tmp) / name).eval() for name in MODELS}
+        tuning = tune_model_grids(model_dir(Path(tmp) / "diffusion"), models["diffusion"], tune_nfes,
+                                  max_evals=args.tune_evals)
+        print(tuned_table(tuning), flush=True)
         for model_name, label, options in ROWS:
             for n in nfes:
                 model, o = models[model_name], options(n)
@@ -123,9 +130,12 @@ def main() -> None:
                 if label == "CLD SSCS" and n == 20:
                     save_image_grid(samples[:64], out / "samples_cld_sscs_20.png", nrow=8)
     meta = {"budget": args.budget, "threads": args.threads, "num_samples": args.num_samples,
-            "wall_time_s": time.perf_counter() - wall}
-    (out / "fast_sampling.json").write_text(json.dumps({"meta": meta, "trained": trained, "rows": rows}, indent=1))
-    text = markdown(rows, trained, nfes, meta)
+            "tune_nfes": tune_nfes, "tune_evals": args.tune_evals, "wall_time_s": time.perf_counter() - wall}
+    tuned = [{"steps": g.steps, "sampler": g.sampler, "rel_mse_start": g.rel_mse_start, "rel_mse": g.rel_mse,
+              "rel_mse_reference": g.rel_mse_reference, "seconds": s} for g, s in tuning]
+    (out / "fast_sampling.json").write_text(json.dumps({"meta": meta, "trained": trained, "tuning": tuned,
+                                                        "rows": rows}, indent=1))
+    text = markdown(rows, trained, nfes, meta) + "\n**Grid tuning** (default solver)\n\n" + tuned_table(tuning) + "\n"
     (out / "fast_sampling.md").write_text(text)
     print(text + f"\nwrote {out}")
 
