@@ -4,8 +4,9 @@
 - ``DiffusionModel`` (denoiser + diagonal Gaussian process), ``IHDMModel`` (inverse heat
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
   ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow), ``PixelCNNModel`` (gated
-  PixelCNN), ``GANModel`` (DCGAN + R1), ``VQVAEModel`` (VQ-VAE + PixelCNN prior) and
-  ``CLDModel`` (critically-damped Langevin diffusion), listed by name in ``FAMILIES``;
+  PixelCNN), ``GANModel`` (DCGAN + R1), ``VQVAEModel`` (VQ-VAE + PixelCNN prior),
+  ``CLDModel`` (critically-damped Langevin diffusion) and ``DDGANModel`` (denoising diffusion
+  GAN), listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -23,6 +24,7 @@ from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import Batch, GenerativeModel, UnsupportedMetric, model_device
 from difflab.models.cld import CLDModel, CLDOptions
 from difflab.models.conditioning import ClassLabels, Conditioning
+from difflab.models.ddgan import DDGANModel, DDGANOptions
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel, FlowOptions
 from difflab.models.gan import GANModel, GANOptions
@@ -38,6 +40,8 @@ __all__ = [
     "CLDOptions",
     "ClassLabels",
     "Conditioning",
+    "DDGANModel",
+    "DDGANOptions",
     "DiffusionModel",
     "FlowModel",
     "FlowOptions",

@@ -32,6 +32,7 @@ from difflab.errors import CheckpointError, ConfigError, check_choice
 from difflab.models.autoregressive import PixelCNNModel
 from difflab.models.base import GenerativeModel
 from difflab.models.cld import CLDModel
+from difflab.models.ddgan import DDGANModel
 from difflab.models.diffusion import DiffusionModel
 from difflab.models.flow import FlowModel
 from difflab.models.gan import GANModel
@@ -51,6 +52,7 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
     "gan": GANModel,  # a DCGAN with the R1 penalty: one call per sample, no likelihood
     "vqvae": VQVAEModel,  # a VQ-VAE and a PixelCNN prior over its codes
     "cld": CLDModel,  # critically-damped Langevin diffusion: phase space, hybrid score matching, SSCS
+    "ddgan": DDGANModel,  # a denoising diffusion GAN: T posterior steps with a GAN-learned x0, T calls
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

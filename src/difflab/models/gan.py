@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from difflab.errors import ConfigError, check_choice
 from difflab.models.base import Batch, OptionsModel
 from difflab.nn import DCGAN
+from difflab.objectives.adversarial import discriminator_terms, generator_terms
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
 
 DIAGNOSTIC_SEED, DIAGNOSTIC_SIZE = 0, 64  # the fixed z batch of ``diagnostics``
@@ -100,19 +100,11 @@ class GANModel(OptionsModel):
         """{"d_real", "d_fake", "r1"} per example (B,): L_D's three terms (Mescheder et al. Eq. 9)."""
         with torch.no_grad():
             fake = self.fake(len(x), generator, x.device)
-        training = torch.is_grad_enabled()  # else (a dry run, an evaluation) the penalty needs no graph
-        with torch.enable_grad():  # the penalty differentiates D's input, also where the caller does not train
-            x = x.detach().requires_grad_(self.r1_gamma > 0)
-            real_logits = self.discriminator_net(x)  # (B,)
-            terms = {"d_real": F.softplus(-real_logits), "d_fake": F.softplus(self.discriminator_net(fake))}
-            if self.r1_gamma > 0:
-                (grad,) = torch.autograd.grad(real_logits.sum(), x, create_graph=training)
-                terms["r1"] = 0.5 * self.r1_gamma * grad.flatten(1).pow(2).sum(1)
-        return terms
+        return discriminator_terms(self.discriminator_net, x, fake, self.r1_gamma)
 
     def generator_losses(self, n: int, generator: Generator, device: torch.device) -> dict[str, torch.Tensor]:
         """{"g": softplus(-D(G(z)))} per example (n,): the non-saturating generator loss."""
-        return {"g": F.softplus(-self.discriminator_net(self.fake(n, generator, device)))}
+        return generator_terms(self.discriminator_net(self.fake(n, generator, device)))
 
     def losses(self, batch: Batch, generator: Generator, phase: str | None = None) -> dict[str, torch.Tensor]:
         """The losses of ``phase`` ("discriminator" or "generator"); both for None (a dry run)."""

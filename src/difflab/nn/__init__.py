@@ -1,7 +1,7 @@
 """Networks. Denoisers (UNet, MLP, ViT) are plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``;
 ``ConvVAE`` (a VAE's encoder and decoder), ``Glow`` (a normalizing flow) and ``GatedPixelCNN`` (an
 autoregressive network) and ``DCGAN`` (a generator and a discriminator) and ``VQVAE`` (a VQ autoencoder and
-its code prior) serve their families.
+its code prior) and ``DDGANNetwork`` (a denoising diffusion GAN's generator and discriminator) serve their families.
 
 t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
 processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
@@ -26,6 +26,7 @@ from difflab.nn.build import (
     network_from_config,
     network_from_dict,
 )
+from difflab.nn.ddgan import DDGANConfig, DDGANNetwork
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
 from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.gan import DCGAN, DCGANConfig
@@ -48,6 +49,8 @@ __all__ = [
     "ConvVAEConfig",
     "DCGAN",
     "DCGANConfig",
+    "DDGANConfig",
+    "DDGANNetwork",
     "GatedPixelCNN",
     "Glow",
     "GlowConfig",

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from difflab.errors import ConfigError, check_choice
+from difflab.nn.ddgan import DDGANConfig, DDGANNetwork
 from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.gan import DCGAN, DCGANConfig
 from difflab.nn.mlp import MLP, MLPConfig
@@ -24,16 +25,17 @@ from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
 from difflab.nn.vqvae import VQVAE, VQVAEConfig
 
-NetworkKind = Literal["unet", "mlp", "vit", "vae", "glow", "pixelcnn", "dcgan", "vqvae"]
+NetworkKind = Literal["unet", "mlp", "vit", "vae", "glow", "pixelcnn", "dcgan", "vqvae", "ddgan"]
 NETWORK_KINDS: tuple[str, ...] = get_args(NetworkKind)
 NetworkConfig = UNetConfig | MLPConfig | ViTConfig | ConvVAEConfig | GlowConfig | PixelCNNConfig | DCGANConfig \
-    | VQVAEConfig
+    | VQVAEConfig | DDGANConfig
 NETWORK_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {
     "unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLP), "vit": (ViTConfig, ViT),  # denoisers
     "vae": (ConvVAEConfig, ConvVAE), "glow": (GlowConfig, Glow),  # a VAE's encoder/decoder; a flow
     "pixelcnn": (PixelCNNConfig, GatedPixelCNN),  # an autoregressive network
     "dcgan": (DCGANConfig, DCGAN),  # a GAN's generator and discriminator
     "vqvae": (VQVAEConfig, VQVAE),  # a VQ autoencoder and the PixelCNN prior over its codes
+    "ddgan": (DDGANConfig, DDGANNetwork),  # a denoising diffusion GAN's G(x_t, z, t) and D(x_s, x_t, t)
 }
 DENOISER_CONFIGS = (UNetConfig, MLPConfig, ViTConfig)  # networks ``net(x, t, **cond) -> x's shape``
 

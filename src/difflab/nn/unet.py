@@ -236,6 +236,9 @@ class UNet(nn.Module):
         t: (B,) float in [0, 1] (a 0-d tensor is broadcast to the batch).
         class_labels: LongTensor (B,) in [0, num_classes] if ``num_classes`` is set;
             ``num_classes`` is the null label (unconditional), and None means all-null.
+        embedding: optional (B, 4 * base_channels) added to the time (and class) embedding,
+            so it steers every residual block's scale and shift (a DDGAN generator's latent z
+            after its mapping network).
     """
 
     def __init__(self, config: UNetConfig) -> None:
@@ -254,11 +257,14 @@ class UNet(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None
+        self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict a tensor (B, output_channels, H, W) from x (B, in_channels, H, W) and t (B,)."""
         self.check_input(x)
         emb = self.embed(t, class_labels, x.shape[0])  # (B, 4 * base_channels)
+        if embedding is not None:
+            emb = emb + embedding
         h = self.stem(x)
         skips = [h]
         for block in self.down:
