@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_is_bit_exact, assert_train_refused
 from scipy.linalg import expm
 
 from difflab.cli.main import main
@@ -134,11 +135,7 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(tmp_path):
     assert torch.allclose(x, loaded.sample(3, seed=2, batch_size=1), atol=1e-5)  # the same draws; BLAS may round apart
     for sampler in ("em", "ode"):
         assert torch.isfinite(loaded.sample(2, seed=0, sampler=sampler)).all()
-    Trainer(load_config("mnist-cld", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'b'}"])).train()
-    Trainer(load_config("mnist-cld", [*DIGITS, "optim.steps=2", f"run.out_dir={tmp_path / 'c'}"])).train()
-    Trainer(load_config("mnist-cld", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'c'}"]), resume="auto").train()
-    b, c = load_model(tmp_path / "b"), load_model(tmp_path / "c")
-    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values(), strict=True))
+    assert_resume_is_bit_exact("mnist-cld", DIGITS, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -152,11 +149,8 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(tmp_path):
     ],
 )
 def test_bad_cld_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-cld", *DIGITS, "optim.steps=1", *overrides, f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
+    assert_train_refused(["--config", "mnist-cld", *DIGITS, "optim.steps=1", *overrides],
+                         fragment, tmp_path / "run", capsys)
 
 
 def test_cld_trains_and_samples_through_the_cli(tmp_path):

@@ -7,6 +7,11 @@ import json
 
 import pytest
 import torch
+from conftest import (
+    assert_every_optimizer_restored,
+    assert_resume_is_bit_exact,
+    assert_train_refused,
+)
 
 from difflab.cli.main import main
 from difflab.models import GANModel, load_model
@@ -86,19 +91,8 @@ def test_two_steps_save_load_identical_samples_bit_exact_resume_and_logged_diagn
     record = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["losses"]) == {"d_real", "d_fake", "r1", "g"}
     assert 0 <= record["d_real_accuracy"] <= 1 and 0 <= record["d_fake_accuracy"] <= 1 and record["diversity"] > 0
-    Trainer(load_config("mnist-gan", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'b'}"])).train()
-    Trainer(load_config("mnist-gan", [*DIGITS, "optim.steps=2", f"run.out_dir={tmp_path / 'c'}"])).train()
-    resumed = Trainer(load_config("mnist-gan", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'c'}"]),
-                      resume="auto")
-    moments = {phase: opt.state_dict()["state"][0]["exp_avg"].clone() for phase, opt in resumed.optimizers.items()}
-    assert not torch.equal(*moments.values())  # both optimizers' moments came back, each its own
-    resumed.train()
-    b, c = load_model(tmp_path / "b"), load_model(tmp_path / "c")
-    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values(), strict=True))
-    log_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    log_c = (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
-    strip = [{k: v for k, v in json.loads(line).items() if k != "images_per_s"} for line in log_b + log_c]
-    assert strip[:4] == strip[4:]
+
+    assert_resume_is_bit_exact("mnist-gan", DIGITS, tmp_path, assert_every_optimizer_restored)
 
 
 @pytest.mark.parametrize(
@@ -111,11 +105,8 @@ def test_two_steps_save_load_identical_samples_bit_exact_resume_and_logged_diagn
     ],
 )
 def test_bad_gan_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-gan", *DIGITS, "optim.steps=1", *overrides, f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
+    assert_train_refused(["--config", "mnist-gan", *DIGITS, "optim.steps=1", *overrides],
+                         fragment, tmp_path / "run", capsys)
 
 
 def test_gan_has_no_likelihood_and_evaluates_sample_metrics_through_the_cli(tmp_path, capsys):

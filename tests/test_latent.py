@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_train_refused
 
 import difflab
 from difflab.cli.main import main
@@ -137,11 +138,7 @@ def test_saved_latent_model_round_trips(tmp_path):
     ],
 )
 def test_bad_latent_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-ldae", *overrides, f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
+    assert_train_refused(["--config", "mnist-ldae", *overrides], fragment, tmp_path / "run", capsys)
 
 
 def test_a_tokenizer_from_a_path_must_match_the_config(tmp_path):

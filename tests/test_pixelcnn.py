@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_resume_is_bit_exact, assert_train_refused
 
 from difflab.cli.main import main
 from difflab.models import PixelCNNModel, load_model
@@ -114,13 +115,7 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(tmp_path):
     assert torch.equal(x, trainer.ema.module.eval().sample(3, seed=2))
     assert torch.equal(x, loaded.sample(3, seed=2, batch_size=1))
     assert torch.allclose(((x + 1) * 8).round(), (x + 1) * 8, atol=1e-5)  # on the 17-level grid
-    Trainer(load_config("mnist-pixelcnn", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'b'}"])).train()
-    Trainer(load_config("mnist-pixelcnn", [*DIGITS, "optim.steps=2", f"run.out_dir={tmp_path / 'c'}"])).train()
-    resumed = Trainer(load_config("mnist-pixelcnn", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'c'}"]),
-                      resume="auto")
-    resumed.train()
-    b, c = load_model(tmp_path / "b"), load_model(tmp_path / "c")
-    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values(), strict=True))
+    assert_resume_is_bit_exact("mnist-pixelcnn", DIGITS, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -133,12 +128,8 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(tmp_path):
     ],
 )
 def test_bad_pixelcnn_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-pixelcnn", *DIGITS, "optim.steps=1", *overrides,
-                 f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
+    assert_train_refused(["--config", "mnist-pixelcnn", *DIGITS, "optim.steps=1", *overrides],
+                         fragment, tmp_path / "run", capsys)
 
 
 def test_shipped_config_trains_samples_and_evaluates_through_the_cli(tmp_path, capsys):

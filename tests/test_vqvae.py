@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import assert_resume_is_bit_exact, assert_train_refused
 
 from difflab.cli.main import main
 from difflab.data import load_dataset
@@ -80,12 +81,7 @@ def test_two_steps_save_load_identical_samples_and_bit_exact_resume(tmp_path):
     x = loaded.sample(3, seed=2)
     assert torch.equal(x, trainer.ema.module.eval().sample(3, seed=2))
     assert torch.allclose(x, loaded.sample(3, seed=2, batch_size=1), atol=1e-6)  # same codes; BLAS may round apart
-    Trainer(load_config("mnist-vqvae", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'b'}"])).train()
-    Trainer(load_config("mnist-vqvae", [*DIGITS, "optim.steps=2", f"run.out_dir={tmp_path / 'c'}"])).train()
-    Trainer(load_config("mnist-vqvae", [*DIGITS, "optim.steps=4", f"run.out_dir={tmp_path / 'c'}"]),
-            resume="auto").train()
-    b, c = load_model(tmp_path / "b"), load_model(tmp_path / "c")
-    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values(), strict=True))
+    assert_resume_is_bit_exact("mnist-vqvae", DIGITS, tmp_path)
 
 
 def test_after_training_on_digits_every_code_is_used_or_was_just_restarted(tmp_path):
@@ -114,12 +110,8 @@ def test_after_training_on_digits_every_code_is_used_or_was_just_restarted(tmp_p
     ],
 )
 def test_bad_vqvae_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-vqvae", *DIGITS, "optim.steps=1", *overrides,
-                 f"run.out_dir={out}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err, err
-    assert not out.exists()
+    assert_train_refused(["--config", "mnist-vqvae", *DIGITS, "optim.steps=1", *overrides],
+                         fragment, tmp_path / "run", capsys)
 
 
 def test_vq_tokenizer_saves_reloads_and_serves_latent_diffusion(tmp_path, capsys):
