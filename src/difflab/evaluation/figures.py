@@ -161,6 +161,29 @@ def save_metric_curves(
     return _save_figure(fig, Path(path))
 
 
+def save_quality_vs_nfe(
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]],
+    path: str | Path,
+    *,
+    ylabel: str = "FD",
+    title: str = "",
+) -> Path:
+    """PNG of a sample metric against network calls per sample (log x axis): a line per sampler,
+    a point for a sampler with one budget (a DDGAN's T). ``curves`` maps a label to (NFEs, values)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for label, (nfes, values) in curves.items():
+        ax.plot(nfes, values, marker="o", ms=4, ls="-" if len(nfes) > 1 else "none", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls per sample (NFE)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save_figure(fig, Path(path))
+
+
 def save_samples_npz(x: torch.Tensor, path: str | os.PathLike, labels: torch.Tensor | None = None) -> Path:
     """Save samples as ``.npz``: ``images`` float32 (B, C, H, W) in [-1, 1], ``uint8`` (B, H, W, C),
     and ``labels`` (B,) when class-conditional."""
