@@ -79,7 +79,7 @@ def train(name: str, budget: str, out: Path) -> dict[str, Any]:
                                        "run.checkpoint_every=0", f"run.out_dir={out}"])
     summary = Trainer(config).train()
     return {"config": config_name, "overrides": overrides, "steps": summary["steps"],
-            "train_time_s": summary["train_time_s"]}
+            "train_time_s": summary["train_time_s"], "budget": summary["budget"]}
 
 
 def file_name(label: str) -> str:
@@ -90,7 +90,7 @@ def file_name(label: str) -> str:
 def markdown(rows: list[dict[str, Any]], trained: dict[str, Any], nfes: tuple[int, ...], meta: dict[str, Any]) -> str:
     """One table per metric: a row per sampler, a column per NFE budget."""
     text = [f"Training: {meta['budget']} of CPU time each ({meta['threads']} threads); "
-            + ", ".join(f"{k} {v['steps']} steps" for k, v in trained.items())
+            + ", ".join(f"{k} {v['steps']} steps in {v['train_time_s']:.0f} s" for k, v in trained.items())
             + f". {meta['num_samples']} samples per cell; wall time {meta['wall_time_s']:.0f} s. "
             "A dash: the sampler has no setting with that many calls.", ""]
     for key, label in (("fd", "FD (mnist-cnn), lower is better"), ("precision", "precision"), ("recall", "recall")):

@@ -29,8 +29,8 @@ def assert_train_refused(argv: list[str], fragment: str, out: Path, capsys) -> N
 
 def assert_resume_is_bit_exact(config: str, overrides: list[str], tmp_path: Path, before_resumed_run=None) -> None:
     """4 steps of ``config`` in one run, and 2 steps then 2 more resumed, end with identical
-    weights and training logs (but for throughput); ``before_resumed_run(trainer)`` may inspect
-    the resumed trainer before it trains."""
+    weights and the same training log, every step logged (but for throughput);
+    ``before_resumed_run(trainer)`` may inspect the resumed trainer before it trains."""
     import json
 
     import torch
@@ -38,6 +38,7 @@ def assert_resume_is_bit_exact(config: str, overrides: list[str], tmp_path: Path
     from difflab.models import load_model
     from difflab.training import Trainer, load_config
 
+    overrides = [*overrides, "run.log_every=1"]  # the same log windows in both runs
     Trainer(load_config(config, [*overrides, "optim.steps=4", f"run.out_dir={tmp_path / 'straight'}"])).train()
     Trainer(load_config(config, [*overrides, "optim.steps=2", f"run.out_dir={tmp_path / 'resumed'}"])).train()
     resumed = Trainer(load_config(config, [*overrides, "optim.steps=4", f"run.out_dir={tmp_path / 'resumed'}"]),
@@ -50,7 +51,7 @@ def assert_resume_is_bit_exact(config: str, overrides: list[str], tmp_path: Path
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     logs = [[{k: v for k, v in json.loads(line).items() if k != "images_per_s"}
              for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("straight", "resumed")]
-    assert logs[0] == logs[1]
+    assert [record["step"] for record in logs[0]] == [1, 2, 3, 4] and logs[0] == logs[1]
 
 
 def assert_every_optimizer_restored(trainer) -> None:
