@@ -63,8 +63,8 @@ ROWS: list[tuple[str, str, Options]] = [  # (model, label, options)
     ("diffusion", "DDPM ancestral", lambda n: {"sampler": "ancestral", "steps": n}),
     ("diffusion", "DDIM", lambda n: {"sampler": "ddim", "steps": n, "eta": 0.0}),
     ("diffusion", "default solver, tuned grid (see tuning)", lambda n: {"sampler": "auto", "steps": n}),
-    ("cld", "CLD SSCS", lambda n: {"sampler": "sscs", "steps": n}),
-    ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2}),
+    ("cld", "CLD SSCS", lambda n: {"sampler": "sscs", "steps": n} if n >= 2 else None),  # the last step denoises
+    ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2} if n >= 3 else None),
     ("ddgan-2", "DDGAN T = 2", lambda n: {} if n == 2 else None),
     ("ddgan-4", "DDGAN T = 4", lambda n: {} if n == 4 else None),
 ]
