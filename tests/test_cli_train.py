@@ -132,7 +132,8 @@ def test_list_configs(capsys):
     assert main(["train", "--list-configs"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["cifar10-blur", "cifar10-gauss", "cifar10-ihdm", "digits-blur", "digits-blur-cond", "digits-gauss",
-                     "mnist-beta-vae", "mnist-blur", "mnist-cld", "mnist-flow", "mnist-gan", "mnist-gauss", "mnist-gauss-cond",
+                     "mnist-beta-vae", "mnist-blur", "mnist-cld", "mnist-ddgan", "mnist-flow", "mnist-gan", "mnist-gauss",
+                     "mnist-gauss-cond",
                      "mnist-ihdm", "mnist-latent-kl", "mnist-latent-pca", "mnist-latent-vq", "mnist-ldae",
                      "mnist-pixelcnn", "mnist-vae", "mnist-vqvae"]
 
