@@ -31,7 +31,7 @@ from difflab.errors import ConfigError, check_choice
 from difflab.models.base import Batch, OptionsModel
 from difflab.models.gan import DIAGNOSTIC_SEED, DIAGNOSTIC_SIZE, mean_pairwise_distance
 from difflab.nn import DDGANNetwork, network_from_dict
-from difflab.objectives.adversarial import discriminator_terms, generator_terms
+from difflab.objectives.adversarial import Critic, discriminator_terms, generator_terms
 from difflab.processes import DiagonalGaussianProcess, build_process
 from difflab.processes.noise import Generator, PerSampleGenerator, standard_normal
 from difflab.samplers import sample
@@ -115,7 +115,7 @@ class DDGANModel(OptionsModel):
         z = standard_normal((len(x_t), self.network.config.latent_dim), generator, device=x_t.device, dtype=x_t.dtype)
         return self.posterior_draw(x_t, self.network(x_t, t.to(x_t.dtype), z), t, s, generator)
 
-    def critic(self, x_t: torch.Tensor, t: torch.Tensor) -> Any:
+    def critic(self, x_t: torch.Tensor, t: torch.Tensor) -> Critic:
         """D(., x_t, t): the discriminator with the noisier state and its time fixed."""
         return lambda x_s: self.network.discriminator(x_s, x_t, t.to(x_t.dtype))
 
