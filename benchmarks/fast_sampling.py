@@ -150,8 +150,8 @@ def main() -> None:
                 model = models[model_name]
                 start = time.perf_counter()
                 samples = model.sample(args.num_samples, seed=0, batch_size=250, **o)
-                row = {"sampler": label, "budget": n, "nfe": model.sampling_protocol(**o)["nfe"],
-                       "grid": model.sampling_protocol(**o)["grid"],
+                protocol = model.sampling_protocol(**o)
+                row = {"sampler": label, "budget": n, "nfe": protocol["nfe"], "grid": protocol["grid"],
                        "s_per_1000": 1000 * (time.perf_counter() - start) / args.num_samples,
                        **sample_quality(samples, reference, extractor, ("fd", "precision", "recall"))}
                 rows.append(row)

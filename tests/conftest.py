@@ -27,6 +27,19 @@ def assert_train_refused(argv: list[str], fragment: str, out: Path, capsys) -> N
     assert not out.exists()
 
 
+def assert_samples_but_has_no_likelihood(argv: list[str], tmp_path: Path, capsys) -> None:
+    """A model trained by ``difflab train <argv>`` samples through ``difflab sample``, and
+    ``difflab eval --metrics nll`` exits 2 saying it has no likelihood."""
+    from difflab.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", *argv, f"run.out_dir={out}"]) == 0
+    assert main(["eval", "--checkpoint", str(out), "--metrics", "nll", "--out", str(tmp_path / "ev")]) == 2
+    assert "no likelihood" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(out), "--num", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").exists()
+
+
 def assert_resume_is_bit_exact(config: str, overrides: list[str], tmp_path: Path, before_resumed_run=None) -> None:
     """4 steps of ``config`` in one run, and 2 steps then 2 more resumed, end with identical
     weights and the same training log, every step logged (but for throughput);

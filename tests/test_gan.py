@@ -10,10 +10,10 @@ import torch
 from conftest import (
     assert_every_optimizer_restored,
     assert_resume_is_bit_exact,
+    assert_samples_but_has_no_likelihood,
     assert_train_refused,
 )
 
-from difflab.cli.main import main
 from difflab.models import GANModel, load_model
 from difflab.models.gan import mean_pairwise_distance
 from difflab.nn import DCGAN, DCGANConfig
@@ -110,9 +110,4 @@ def test_bad_gan_options_exit_2_with_one_line_and_write_nothing(overrides, fragm
 
 
 def test_gan_has_no_likelihood_and_evaluates_sample_metrics_through_the_cli(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--config", "mnist-gan", *DIGITS, "optim.steps=2", f"run.out_dir={out}"]) == 0
-    assert main(["eval", "--checkpoint", str(out), "--metrics", "nll", "--out", str(tmp_path / "ev")]) == 2
-    assert "no likelihood" in capsys.readouterr().err
-    assert main(["sample", "--checkpoint", str(out), "--num", "2", "--out", str(tmp_path / "s.png")]) == 0
-    assert (tmp_path / "s.png").exists()
+    assert_samples_but_has_no_likelihood(["--config", "mnist-gan", *DIGITS, "optim.steps=2"], tmp_path, capsys)

@@ -29,7 +29,7 @@ from torch import nn
 
 from difflab.errors import ConfigError, check_choice
 from difflab.models.base import Batch, OptionsModel
-from difflab.models.gan import DIAGNOSTIC_SEED, DIAGNOSTIC_SIZE, mean_pairwise_distance
+from difflab.models.gan import DIAGNOSTIC_SEED, DIAGNOSTIC_SIZE, adversarial_diagnostics
 from difflab.nn import DDGANNetwork, network_from_dict
 from difflab.objectives.adversarial import Critic, discriminator_terms, generator_terms
 from difflab.processes import DiagonalGaussianProcess, build_process
@@ -141,14 +141,10 @@ class DDGANModel(OptionsModel):
         z_generator = torch.Generator(device=x0.device).manual_seed(DIAGNOSTIC_SEED)
         x_s, x_t, s, t = self.real_pair(x0, z_generator)
         critic = self.critic(x_t, t)
-        real_accuracy = (critic(x_s) > 0).double().mean()
-        fake_accuracy = (critic(self.fake_step(x_t, s, t, z_generator)) < 0).double().mean()
+        real_logits, fake_logits = critic(x_s), critic(self.fake_step(x_t, s, t, z_generator))
         fake = self.draw(PerSampleGenerator(DIAGNOSTIC_SEED, range(DIAGNOSTIC_SIZE), x0.device), None,
                          device=x0.device)
-        diversity = mean_pairwise_distance(fake) / mean_pairwise_distance(x0[:DIAGNOSTIC_SIZE]) if len(x0) > 1 \
-            else torch.tensor(float("nan"))
-        return {"d_real_accuracy": float(real_accuracy), "d_fake_accuracy": float(fake_accuracy),
-                "diversity": float(diversity)}
+        return adversarial_diagnostics(real_logits, fake_logits, fake, x0)
 
     # --- sampling --------------------------------------------------------------------------------
     def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,

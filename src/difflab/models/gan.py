@@ -58,6 +58,17 @@ def mean_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
     return torch.cdist(flat, flat).sum() / (b * (b - 1))
 
 
+def adversarial_diagnostics(real_logits: torch.Tensor, fake_logits: torch.Tensor, fake: torch.Tensor,
+                            real: torch.Tensor) -> dict[str, float]:
+    """What GAN users watch (module docstring): D's accuracy on real inputs (logit > 0) and on fake
+    ones (logit < 0), and the mean pairwise distance of the ``fake`` samples over that of the first
+    ``DIAGNOSTIC_SIZE`` ``real`` images ("diversity"; nan for a single real image)."""
+    diversity = mean_pairwise_distance(fake) / mean_pairwise_distance(real[:DIAGNOSTIC_SIZE]) if len(real) > 1 \
+        else torch.tensor(float("nan"))
+    return {"d_real_accuracy": float((real_logits > 0).double().mean()),
+            "d_fake_accuracy": float((fake_logits < 0).double().mean()), "diversity": float(diversity)}
+
+
 class GANModel(OptionsModel):
     """A ``DCGAN`` trained adversarially (see the module docstring).
 
@@ -123,12 +134,7 @@ class GANModel(OptionsModel):
         x = batch[0]
         z_generator = torch.Generator(device=x.device).manual_seed(DIAGNOSTIC_SEED)
         fake = self.fake(DIAGNOSTIC_SIZE, z_generator, x.device)
-        real_accuracy = (self.discriminator_net(x) > 0).double().mean()
-        fake_accuracy = (self.discriminator_net(fake) < 0).double().mean()
-        diversity = mean_pairwise_distance(fake) / mean_pairwise_distance(x[:DIAGNOSTIC_SIZE]) if len(x) > 1 \
-            else torch.tensor(float("nan"))
-        return {"d_real_accuracy": float(real_accuracy), "d_fake_accuracy": float(fake_accuracy),
-                "diversity": float(diversity)}
+        return adversarial_diagnostics(self.discriminator_net(x), self.discriminator_net(fake), fake, x)
 
     # --- sampling --------------------------------------------------------------------------------
     def draw(self, generator: PerSampleGenerator, cond: dict[str, torch.Tensor] | None,
