@@ -17,8 +17,10 @@ TINY_NET = ["network.base_channels=16", "network.norm_groups=8", "network.channe
             "optim.warmup_steps=1", "run.progress=false", "run.sample.num=4", "run.eval_every=0"]
 EXTRA = {"mnist-ihdm": ["process.K=5", "run.sample.steps=5"]}  # IHDM samples one step per level
 LATENT = ("mnist-latent-pca", "mnist-latent-kl", "mnist-ldae", "mnist-latent-vq")  # ViT: test_latent, test_vqvae
-# No plain UNet: each has its own test module (test_vae_flow, test_pixelcnn, test_gan, test_vqvae, test_ddgan)
-OWN_NETWORKS = ("mnist-vae", "mnist-beta-vae", "mnist-flow", "mnist-pixelcnn", "mnist-gan", "mnist-vqvae", "mnist-ddgan")
+# No plain UNet: each has its own test module (test_vae_flow, test_pixelcnn, test_gan, test_vqvae, test_ddgan,
+# test_lsgm)
+OWN_NETWORKS = ("mnist-vae", "mnist-beta-vae", "mnist-flow", "mnist-pixelcnn", "mnist-gan", "mnist-vqvae", "mnist-ddgan",
+                "mnist-lsgm")
 CONFIGS = sorted(name for name in shipped_configs()
                  if name.startswith(("digits-", "mnist-")) and name not in LATENT + OWN_NETWORKS)
 

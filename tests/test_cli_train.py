@@ -134,7 +134,7 @@ def test_list_configs(capsys):
     assert names == ["cifar10-blur", "cifar10-gauss", "cifar10-ihdm", "digits-blur", "digits-blur-cond", "digits-gauss",
                      "mnist-beta-vae", "mnist-blur", "mnist-cld", "mnist-ddgan", "mnist-flow", "mnist-gan", "mnist-gauss",
                      "mnist-gauss-cond",
-                     "mnist-ihdm", "mnist-latent-kl", "mnist-latent-pca", "mnist-latent-vq", "mnist-ldae",
+                     "mnist-ihdm", "mnist-latent-kl", "mnist-latent-pca", "mnist-latent-vq", "mnist-ldae", "mnist-lsgm",
                      "mnist-pixelcnn", "mnist-vae", "mnist-vqvae"]
 
 

@@ -66,7 +66,7 @@ def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.run.out_dir == f"runs/{name}"
     kind = name.removesuffix("-cond").rsplit("-", 1)[1]  # digits-blur-cond: a class-conditional digits-blur
-    if kind in ("vae", "flow", "pixelcnn", "gan", "vqvae", "cld", "ddgan"):  # families named by the config
+    if kind in ("vae", "flow", "pixelcnn", "gan", "vqvae", "cld", "ddgan", "lsgm"):  # families named by the config
         assert model_family(config) == kind
         return
     assert config.process.kind == {"blur": "blurring", "gauss": "gaussian", "ihdm": "heat", "pca": "gaussian",

@@ -132,9 +132,22 @@ def diffusion_term(
         t, weight = (a.to(x.device) for a in step_weight(process, proposal, uniforms[:, j], shape, time))
         noise = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            _, eps_hat = denoise(process.to_basis(process.diffuse(x, t, noise)), t)
-        total += _per_example(weight, (process.to_basis(noise) - eps_hat) ** 2)
+            total += weighted_eps_error(denoise, process, x, t, weight, noise)
     return total / num_t
+
+
+def weighted_eps_error(
+    denoise: DenoiseFn,
+    process: DiagonalGaussianProcess,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    weight: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """sum_k weight_k (eps_k - eps_hat_k)^2 at z_t = diffuse(x, t, noise) (B,), float64: one draw
+    of the diffusion term (``step_weight`` gives t and the weight); differentiable."""
+    _, eps_hat = denoise(process.to_basis(process.diffuse(x, t, noise)), t)
+    return _per_example(weight, (process.to_basis(noise) - eps_hat) ** 2)
 
 
 def elbo_terms(

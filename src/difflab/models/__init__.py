@@ -5,8 +5,8 @@
   dissipation) and ``LatentDiffusionModel`` (a tokenizer + diffusion in its latent: LDM, l-DAE),
   ``VAEModel`` (VAE, beta-VAE), ``FlowModel`` (RealNVP/Glow), ``PixelCNNModel`` (gated
   PixelCNN), ``GANModel`` (DCGAN + R1), ``VQVAEModel`` (VQ-VAE + PixelCNN prior),
-  ``CLDModel`` (critically-damped Langevin diffusion) and ``DDGANModel`` (denoising diffusion
-  GAN), listed by name in ``FAMILIES``;
+  ``CLDModel`` (critically-damped Langevin diffusion), ``DDGANModel`` (denoising diffusion
+  GAN) and ``LSGMModel`` (a VAE with a latent diffusion prior), listed by name in ``FAMILIES``;
 - ``Conditioning``: conditioning inputs, their null version for guidance, and label dropping;
 - ``save_model`` / ``load_model``: the model directory (config JSON + safetensors), which every
   read-only command loads without the trainer.
@@ -30,6 +30,7 @@ from difflab.models.flow import FlowModel, FlowOptions
 from difflab.models.gan import GANModel, GANOptions
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
+from difflab.models.lsgm import LSGMModel, LSGMOptions
 from difflab.models.vae import VAEModel, VAEOptions
 from difflab.models.vqvae import VQVAEModel
 
@@ -50,6 +51,8 @@ __all__ = [
     "GenerativeModel",
     "IHDMModel",
     "LatentDiffusionModel",
+    "LSGMModel",
+    "LSGMOptions",
     "PixelCNNModel",
     "UnsupportedMetric",
     "VAEModel",

@@ -38,6 +38,7 @@ from difflab.models.flow import FlowModel
 from difflab.models.gan import GANModel
 from difflab.models.ihdm import IHDMModel
 from difflab.models.latent import LatentDiffusionModel
+from difflab.models.lsgm import LSGMModel
 from difflab.models.vae import VAEModel
 from difflab.models.vqvae import VQVAEModel
 from difflab.samplers import TunedGrids
@@ -53,6 +54,7 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
     "vqvae": VQVAEModel,  # a VQ-VAE and a PixelCNN prior over its codes
     "cld": CLDModel,  # critically-damped Langevin diffusion: phase space, hybrid score matching, SSCS
     "ddgan": DDGANModel,  # a denoising diffusion GAN: T posterior steps with a GAN-learned x0, T calls
+    "lsgm": LSGMModel,  # a VAE with a diffusion prior in its latent, trained end to end (LSGM)
 }
 FORMAT, FORMAT_VERSION = "difflab-model", 1
 MODEL_DIR, TRAIN_STATE_DIR = "model", "train_state"

@@ -1,7 +1,8 @@
 """Networks. Denoisers (UNet, MLP, ViT) are plain ``nn.Module``s ``forward(x, t, class_labels=None) -> x's shape``;
 ``ConvVAE`` (a VAE's encoder and decoder), ``Glow`` (a normalizing flow) and ``GatedPixelCNN`` (an
 autoregressive network) and ``DCGAN`` (a generator and a discriminator) and ``VQVAE`` (a VQ autoencoder and
-its code prior) and ``DDGANNetwork`` (a denoising diffusion GAN's generator and discriminator) serve their families.
+its code prior) and ``DDGANNetwork`` (a denoising diffusion GAN's generator and discriminator) and
+``LSGMNetwork`` (an LSGM's VAE and latent score network) serve their families.
 
 t is a float in [0, 1] per sample, shape (B,). The networks know nothing of diffusion
 processes; what the output means (eps, x_0, v, ...) is the objective's choice. With
@@ -30,6 +31,7 @@ from difflab.nn.ddgan import DDGANConfig, DDGANNetwork
 from difflab.nn.embeddings import ClassEmbedding, TimeEmbedding, timestep_embedding
 from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.gan import DCGAN, DCGANConfig
+from difflab.nn.lsgm import LSGMConfig, LSGMNetwork
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from difflab.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig
@@ -51,6 +53,8 @@ __all__ = [
     "DCGANConfig",
     "DDGANConfig",
     "DDGANNetwork",
+    "LSGMConfig",
+    "LSGMNetwork",
     "GatedPixelCNN",
     "Glow",
     "GlowConfig",

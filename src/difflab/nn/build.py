@@ -18,6 +18,7 @@ from difflab.errors import ConfigError, check_choice
 from difflab.nn.ddgan import DDGANConfig, DDGANNetwork
 from difflab.nn.flow import Glow, GlowConfig
 from difflab.nn.gan import DCGAN, DCGANConfig
+from difflab.nn.lsgm import LSGMConfig, LSGMNetwork
 from difflab.nn.mlp import MLP, MLPConfig
 from difflab.nn.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from difflab.nn.unet import UNet, UNetConfig
@@ -25,10 +26,10 @@ from difflab.nn.vae import ConvVAE, ConvVAEConfig
 from difflab.nn.vit import ViT, ViTConfig
 from difflab.nn.vqvae import VQVAE, VQVAEConfig
 
-NetworkKind = Literal["unet", "mlp", "vit", "vae", "glow", "pixelcnn", "dcgan", "vqvae", "ddgan"]
+NetworkKind = Literal["unet", "mlp", "vit", "vae", "glow", "pixelcnn", "dcgan", "vqvae", "ddgan", "lsgm"]
 NETWORK_KINDS: tuple[str, ...] = get_args(NetworkKind)
 NetworkConfig = UNetConfig | MLPConfig | ViTConfig | ConvVAEConfig | GlowConfig | PixelCNNConfig | DCGANConfig \
-    | VQVAEConfig | DDGANConfig
+    | VQVAEConfig | DDGANConfig | LSGMConfig
 NETWORK_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {
     "unet": (UNetConfig, UNet), "mlp": (MLPConfig, MLP), "vit": (ViTConfig, ViT),  # denoisers
     "vae": (ConvVAEConfig, ConvVAE), "glow": (GlowConfig, Glow),  # a VAE's encoder/decoder; a flow
@@ -36,6 +37,7 @@ NETWORK_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {
     "dcgan": (DCGANConfig, DCGAN),  # a GAN's generator and discriminator
     "vqvae": (VQVAEConfig, VQVAE),  # a VQ autoencoder and the PixelCNN prior over its codes
     "ddgan": (DDGANConfig, DDGANNetwork),  # a denoising diffusion GAN's G(x_t, z, t) and D(x_s, x_t, t)
+    "lsgm": (LSGMConfig, LSGMNetwork),  # an LSGM's VAE and the score network of its latent prior
 }
 DENOISER_CONFIGS = (UNetConfig, MLPConfig, ViTConfig)  # networks ``net(x, t, **cond) -> x's shape``
 
