@@ -1,10 +1,11 @@
 """Fast sampling at equal training compute: quality vs network calls for DDPM/VP diffusion,
-critically-damped Langevin diffusion (CLD) and denoising diffusion GANs (DDGAN) on MNIST.
+critically-damped Langevin diffusion (CLD), denoising diffusion GANs (DDGAN) and LSGM on MNIST.
 
 Every model is trained by difflab's ``Trainer`` for the same wall budget (``optim.time_budget``),
 one after another in one process with the same threads: diffusion and CLD with the same small
-UNet (CLD's sees (x, v): 2 input channels), DDGAN (``mnist-ddgan``) at T = 2 and T = 4. Then, at
-each NFE budget (network calls per sample):
+UNet (CLD's sees (x, v): 2 input channels), DDGAN (``mnist-ddgan``) at T = 2 and T = 4, LSGM
+(``mnist-lsgm``: a VAE with a diffusion prior on its 32-d latent). Then, at each NFE budget
+(network calls per sample):
 
 - diffusion: DDPM ancestral, DDIM (eta = 0), and the default solver (``sampler: auto``) on the
   grid tuned to the trained weights (as ``difflab tune``) at the budgets in ``--tune-nfes``, on
@@ -14,6 +15,8 @@ each NFE budget (network calls per sample):
 - CLD: SSCS (one call per step) and the probability-flow ODE with Heun (2 steps - 1 calls), on the
   quadratic grid down to t_min = 1e-3, then the denoising step;
 - DDGAN: its T steps, at the budget NFE = T only;
+- LSGM: the default solver on the latent (its default grid), NFE calls of the prior's MLP plus
+  one decoder call (much cheaper calls than a UNet's: the time per sample is in the tables);
 
 and every row is judged on N samples (seed 0, per-sample seeds): FD, precision and recall on the
 shipped ``mnist-cnn`` features against the MNIST test split.
@@ -25,7 +28,8 @@ Usage::
     python benchmarks/fast_sampling.py --models diffusion,cld --nfes 10,20,50,100   # a subset
 
 Writes ``fast_sampling.json``, ``fast_sampling.md``, ``fd_vs_nfe.png`` and a sample grid per
-model at one setting (``samples_<row>.png``: CLD SSCS at 20 steps, DDGAN at its T) into ``--out``.
+model at one setting (``samples_<row>.png``: CLD SSCS at 20 steps, DDGAN at its T, LSGM at every
+budget) into ``--out``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ DDGAN = ["optim.batch_size=64"]  # mnist-ddgan as shipped (1M parameters), the U
 MODELS: dict[str, tuple[str, list[str]]] = {
     "diffusion": ("mnist-gauss", SMALL_UNET), "cld": ("mnist-cld", SMALL_UNET),
     "ddgan-2": ("mnist-ddgan", [*DDGAN, "model.steps=2"]), "ddgan-4": ("mnist-ddgan", [*DDGAN, "model.steps=4"]),
+    "lsgm": ("mnist-lsgm", []),  # as shipped: the VAE's batch of 128
 }
 Options = Callable[[int], dict[str, Any] | None]  # NFE budget -> sample options, None where the row has no cell
 ROWS: list[tuple[str, str, Options]] = [  # (model, label, options)
@@ -67,8 +72,10 @@ ROWS: list[tuple[str, str, Options]] = [  # (model, label, options)
     ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2} if n >= 3 else None),
     ("ddgan-2", "DDGAN T = 2", lambda n: {} if n == 2 else None),
     ("ddgan-4", "DDGAN T = 4", lambda n: {} if n == 4 else None),
+    ("lsgm", "LSGM (default solver on the latent)", lambda n: {"sampler": "auto", "steps": n}),
 ]
-GRID_SAMPLES = {("CLD SSCS", 20), ("DDGAN T = 2", 2), ("DDGAN T = 4", 4)}  # (row, NFE) whose samples are saved
+GRID_SAMPLES = {("CLD SSCS", 20), ("DDGAN T = 2", 2), ("DDGAN T = 4", 4),  # (row, NFE) whose samples are saved
+                *(("LSGM (default solver on the latent)", n) for n in NFES)}
 
 
 def train(name: str, budget: str, out: Path) -> dict[str, Any]:
@@ -93,7 +100,8 @@ def markdown(rows: list[dict[str, Any]], trained: dict[str, Any], nfes: tuple[in
             + ", ".join(f"{k} {v['steps']} steps in {v['train_time_s']:.0f} s" for k, v in trained.items())
             + f". {meta['num_samples']} samples per cell; wall time {meta['wall_time_s']:.0f} s. "
             "A dash: the sampler has no setting with that many calls.", ""]
-    for key, label in (("fd", "FD (mnist-cnn), lower is better"), ("precision", "precision"), ("recall", "recall")):
+    for key, label in (("fd", "FD (mnist-cnn), lower is better"), ("precision", "precision"), ("recall", "recall"),
+                       ("s_per_1000", "seconds per 1000 samples (batches of 250)")):
         text += [f"**{label}** (network calls per sample in brackets where they differ from the budget)", "",
                  "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
         for label_ in dict.fromkeys(r["sampler"] for r in rows):
