@@ -102,6 +102,30 @@ def test_the_mixed_score_runs_from_the_normal_priors_denoiser_to_the_networks():
         torch.testing.assert_close(MixedScore(model.network, model.process)(z_t, t), expected)
 
 
+def test_the_cross_entropy_trains_the_encoder_the_prior_and_the_mixing_logits_together():
+    model = tiny_lsgm().train()
+    with torch.no_grad():
+        model.network.prior.head[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    model.losses((x, None), torch.Generator().manual_seed(2))["cross_entropy"].mean().backward()
+    net = model.network
+    for name, grad in [("encoder", net.vae.to_posterior.weight.grad), ("prior", net.prior.stem.weight.grad),
+                       ("mixing", net.mixing_logit.grad)]:
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert net.vae.from_latent.weight.grad is None  # the decoder has no part in the cross-entropy
+
+
+def test_the_training_proposal_is_uniform_in_log_sigma_squared():
+    model = tiny_lsgm()
+    u = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    t, _ = model.proposal.continuous(u)
+    _, sigma = model.process.alpha_sigma(t, (50, 1))
+    log_var, (_, sigma_0), (_, sigma_1) = 2 * sigma.flatten().log(), *(
+        model.process.alpha_sigma(torch.tensor([v], dtype=torch.float64), (1, 1)) for v in (0.0, 1.0))
+    expected = 2 * sigma_0.log() + u * (2 * sigma_1.log() - 2 * sigma_0.log())
+    torch.testing.assert_close(log_var, expected.flatten(), rtol=0, atol=1e-2)  # linear in t within each cell
+
+
 def test_samples_take_the_latent_samplers_calls_and_do_not_depend_on_the_batch():
     model = tiny_lsgm()
     calls = []
@@ -135,6 +159,7 @@ def test_two_steps_save_load_identical_samples_nll_through_the_cli_and_bit_exact
         (["model.levels=1"], "levels=1 must be an integer >= 2"),
         (["network.prior_blocks=0"], "LSGM needs positive prior sizes"),
         (["network.latent_dim=0"], "ConvVAE needs positive sizes"),
+        (["process.schedule=linear"], "has no noise; set process.schedule: cosine"),
     ],
 )
 def test_bad_lsgm_options_exit_2_with_one_line_and_write_nothing(overrides, fragment, tmp_path, capsys):
@@ -143,5 +168,5 @@ def test_bad_lsgm_options_exit_2_with_one_line_and_write_nothing(overrides, frag
 
 
 def test_a_process_that_is_not_diagonal_in_the_identity_basis_is_refused():
-    with pytest.raises(ConfigError, match="an lsgm model diffuses a vector latent"):
+    with pytest.raises(ConfigError, match="an lsgm model diffuses a vector latent with a variance-preserving"):
         LSGMModel.check_process(BlurringDiffusion())

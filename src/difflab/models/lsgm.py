@@ -11,13 +11,15 @@ latent (a ``GaussianDiffusion``) and a learned noise prediction. The bound (LSGM
 replaces the VAE's KL to N(0, I) by the cross-entropy to the diffusion prior. The cross-entropy
 is bounded by the continuous-time variational bound of the diffusion on each z_0 ~ q (VDM,
 Kingma et al. 2021, Eq. 17; ``likelihood.elbo``: prior + diffusion + decoder terms), whose
-diffusion term, with likelihood weighting w(t) = -lambda'(t) = g(t)^2 / sigma_t^2 (LSGM Sec. 3.3),
+diffusion term, with likelihood weighting w(t) = -lambda'(t) = g(t)^2 / sigma_t^2 (LSGM Sec. 3),
 
     1/2 E_{t ~ r(t), eps} [ -lambda'(t) / r(t) |eps - eps_hat(alpha_t z_0 + sigma_t eps, t)|^2 ],
 
-is estimated with t importance-sampled from r(t) proportional to -lambda'(t) (uniform in the
-logSNR, LSGM Sec. 4's "ll" importance sampling; ``likelihood.time_proposal``). Gradients of one
-draw of this bound train the encoder, the decoder and the prior together.
+is estimated in training with t importance-sampled from r(t) proportional to d log sigma_t^2 / dt
+= -lambda'(t) alpha_t^2, i.e. uniform in log sigma_t^2: LSGM's proposal for the likelihood
+weighting (Sec. 3.4), which makes the weighted error of a near-normal latent about constant in t.
+``nll`` uses the library's bound (uniform in the logSNR); both are unbiased. Gradients of one
+draw of the bound train the encoder, the decoder and the prior together.
 
 The noise prediction is LSGM's **mixed score** (Sec. 3.2): for a VP process the standard normal's
 is sigma_t z_t, so
@@ -42,12 +44,11 @@ import torch
 from difflab.errors import ConfigError, check_choice
 from difflab.likelihood.elbo import continuous_decoder_term, elbo_terms, prior_term, step_weight, weighted_eps_error
 from difflab.likelihood.quantization import bin_width, discretized_logistic_log_prob
-from difflab.likelihood.time_proposal import IMPORTANCE_CELLS, TimeProposal
+from difflab.likelihood.time_proposal import IMPORTANCE_CELLS, TimeProposal, check_t_min
 from difflab.models.base import Batch, GenerativeModel, check_image_size, check_levels
 from difflab.models.diffusion import DiffusionModel
 from difflab.nn import LSGMConfig, LSGMNetwork, config_to_dict, network_from_dict
-from difflab.processes import DiagonalGaussianProcess, build_process
-from difflab.processes.bases import IdentityBasis
+from difflab.processes import DiagonalGaussianProcess, GaussianDiffusion, build_process
 from difflab.processes.noise import Generator, standard_normal
 from difflab.samplers import make_denoiser
 
@@ -76,6 +77,15 @@ class MixedScore:
         return sigma * (1.0 - a) * z_t + a * self.network(z_t, t)
 
 
+def log_variance_proposal(process: DiagonalGaussianProcess, cells: int = IMPORTANCE_CELLS) -> TimeProposal:
+    """r(t) proportional to d log sigma_t^2 / dt on ``cells`` cells of [0, 1]: uniform in log sigma_t^2
+    (LSGM's importance sampling for the likelihood weighting, Sec. 3.4)."""
+    edges = torch.linspace(0.0, 1.0, cells + 1, dtype=torch.float64)
+    _, sigma = process.alpha_sigma(edges, (cells + 1, 1))
+    rise = torch.diff(2.0 * torch.log(sigma.flatten()))
+    return TimeProposal(edges, rise / rise.sum())
+
+
 def gaussian_entropy(log_var: torch.Tensor) -> torch.Tensor:
     """H[N(m, diag exp(log_var))] = 1/2 sum (1 + log 2 pi + log_var) per example (B,), nats."""
     return 0.5 * (1.0 + math.log(2 * math.pi) + log_var).sum(1)
@@ -102,14 +112,20 @@ class LSGMModel(DiffusionModel):
         super().__init__(network, process, image_shape, prediction="eps", sample_defaults=sample_defaults)
         self.levels, self.dims = levels, math.prod(self.image_shape)
         self.latent_dim = network.config.latent_dim
-        self.proposal = TimeProposal.build(process, (1, self.latent_dim), cells=IMPORTANCE_CELLS, t_min=0.0,
-                                           importance=True)  # r(t) proportional to -lambda'(t)
+        self.proposal = log_variance_proposal(process)
 
     @classmethod
     def check_process(cls, process: DiagonalGaussianProcess) -> None:
-        if not isinstance(getattr(process, "basis", None), IdentityBasis) or not process.denoiser_samplers:
-            raise ConfigError(f"an lsgm model diffuses a vector latent, which needs an identity-basis process; "
-                              f"got '{process.kind}': set process.kind: gaussian")
+        """A variance-preserving ``gaussian`` process (the mixed score's sigma_t z_t is then N(0, I)'s
+        noise prediction) with a finite logSNR at t = 0 (the bound starts there)."""
+        if not isinstance(process, GaussianDiffusion):
+            raise ConfigError(f"an lsgm model diffuses a vector latent with a variance-preserving process; got "
+                              f"'{process.kind}': set process.kind: gaussian")
+        try:
+            check_t_min(process, 0.0, (1, 1))
+        except ConfigError:
+            raise ConfigError(f"an lsgm model's bound starts at t = 0, where process.schedule: {process.schedule} "
+                              "has no noise; set process.schedule: cosine (or flow)") from None
 
     @classmethod
     def check_network(cls, network: Any) -> None:
@@ -120,6 +136,15 @@ class LSGMModel(DiffusionModel):
     def state_shape(self, n: int) -> tuple[int, ...]:
         """(n, latent_dim): the diffusion runs on the VAE's latent."""
         return (n, self.latent_dim)
+
+    def network_input(self, x0: torch.Tensor, t: torch.Tensor, *, clean: bool = False,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        raise ConfigError("an lsgm model's network sees latents, not images: it has no image-space denoiser "
+                          "to probe; probe a diffusion or latent model")
+
+    def _resolved(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The diffusion sampling options, without clipping: latents are not images in [-1, 1]."""
+        return {**super()._resolved(options), "clip_x0": None}
 
     def dry_run(self, where: str) -> None:
         GenerativeModel.dry_run(self, where)  # the whole bound, encoder to prior
