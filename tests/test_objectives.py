@@ -38,10 +38,10 @@ def test_weighted_losses_agree_across_parameterisations(process, weighting):
     noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
     losses = {
         kind: diffusion_loss(_views(process, kind), process, x0, prediction=kind, weighting=weighting, t=t, noise=noise)
-        for kind in ("eps", "x0", "v")
+        for kind in ("eps", "x0", "v", "flow")
     }
-    assert torch.allclose(losses["eps"], losses["x0"], rtol=1e-6)
-    assert torch.allclose(losses["eps"], losses["v"], rtol=1e-6)
+    for kind in ("x0", "v", "flow"):
+        assert torch.allclose(losses["eps"], losses[kind], rtol=1e-6), kind
 
 
 def test_uniform_eps_loss_is_plain_mse_and_zero_for_the_oracle():

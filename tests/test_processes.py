@@ -90,7 +90,7 @@ def test_linear_schedule_equals_ddpm_alpha_bar_on_the_grid():
     np.testing.assert_allclose(alpha.flatten().numpy() ** 2, alpha_bar[i - 1], rtol=1e-10)
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "flow"])
 def test_schedule_inverse(schedule):
     proc = GaussianDiffusion(schedule)
     t = torch.linspace(0.01, 0.99, 21, dtype=torch.float64)
@@ -126,7 +126,7 @@ def test_diffuse_marginals_per_coefficient(process):
     assert rel_var_err < 5 * math.sqrt(2 / n)
 
 
-@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "flow"])
 def test_prediction_views_are_exact_inverses(kind):
     gen = torch.Generator().manual_seed(3)
     process = BlurringDiffusion(sigma_blur_max=4.0)

@@ -43,7 +43,7 @@ def test_samplers_reproduce_data_moments(process, sampler, steps, opts):
     assert var_err < 0.08
 
 
-@pytest.mark.parametrize("prediction", ["x0", "v"])
+@pytest.mark.parametrize("prediction", ["x0", "v", "flow"])
 def test_sampling_does_not_depend_on_the_parameterisation(prediction):
     process = BlurringDiffusion(sigma_blur_max=3.0)
     data = _data()

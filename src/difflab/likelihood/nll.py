@@ -85,7 +85,7 @@ def nll(
         x: data (B, C, H, W) in [-1, 1] (any trailing layout for the identity basis).
         method: "ode" (probability-flow ODE, exact up to solver tolerance and the Hutchinson
             estimate) or "elbo" (variational bound, >= the model's true NLL).
-        prediction: what the model predicts: "eps", "x0" or "v".
+        prediction: what the model predicts: "eps", "x0", "v" or "flow".
         levels: quantization levels of x (256 for 8-bit images, 17 for digits); None for
             continuous data, where the result is -log p(x) / (D ln 2) of the density.
         cond: keyword arguments for the model, e.g. ``{"class_labels": y}``.

@@ -38,7 +38,7 @@ class DiffusionModel(GenerativeModel):
         network: ``network(z_t, t, **cond) -> prediction`` in pixel space.
         process: the forward process (with its fitted state, if it has any).
         image_shape: (C, H, W) of one sample.
-        prediction: what the network predicts: "eps", "x0" or "v".
+        prediction: what the network predicts: "eps", "x0", "v" or "flow".
         weighting, gamma, time_sampling: the loss (``objectives.diffusion_loss``, ``sample_times``).
         conditioning: the conditioning inputs and their drop probability (guidance training).
         sample_defaults: default ``sampler``, ``steps``, ``eta`` and ``clip_x0`` of ``sample``.
@@ -142,7 +142,7 @@ class DiffusionModel(GenerativeModel):
 
     @property
     def sample_prediction(self) -> str:
-        """What ``denoiser`` predicts ("eps", "x0" or "v"), as the samplers need to know."""
+        """What ``denoiser`` predicts ("eps", "x0", "v" or "flow"), as the samplers need to know."""
         return self.prediction
 
     def to_image(self, z: torch.Tensor) -> torch.Tensor:

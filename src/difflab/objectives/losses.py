@@ -29,8 +29,8 @@ from difflab.processes import PREDICTIONS, DiagonalGaussianProcess, Prediction, 
 
 Weighting = Literal["uniform", "snr", "min_snr"]
 WEIGHTINGS: tuple[str, ...] = ("uniform", "snr", "min_snr")
-TimeSampling = Literal["uniform", "stratified"]
-TIME_SAMPLINGS: tuple[str, ...] = ("uniform", "stratified")
+TimeSampling = Literal["uniform", "stratified", "logit_normal"]
+TIME_SAMPLINGS: tuple[str, ...] = ("uniform", "stratified", "logit_normal")
 
 
 def sample_times(
@@ -44,8 +44,12 @@ def sample_times(
 
     "stratified" is the low-discrepancy sampler of Kingma et al. (2021, App. I.1):
     ``t_i = (u + i / B) mod 1`` with one shared uniform u, which lowers the loss variance.
+    "logit_normal" draws t = sigmoid(n), n ~ N(0, 1): more weight on the middle times, the
+    density of rectified-flow training in Esser et al. (2024, Sec. 3.1, m = 0, s = 1).
     """
     check_choice("time_sampling", method, TIME_SAMPLINGS)
+    if method == "logit_normal":
+        return torch.sigmoid(torch.randn(batch, generator=generator, dtype=torch.float64, device=device))
     if method == "uniform":
         u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
     else:

@@ -198,13 +198,16 @@ class GaussianDiffusion(DiagonalGaussianProcess):
     """Isotropic variance-preserving diffusion: identity basis, scalar alpha (DDPM / VP).
 
     ``schedule="cosine"``: the logSNR-clipped cosine of Hoogeboom & Salimans (2023);
-    ``schedule="linear"``: DDPM's linear betas 1e-4 -> 0.02 over T = 1000 (Ho et al. 2020).
+    ``schedule="linear"``: DDPM's linear betas 1e-4 -> 0.02 over T = 1000 (Ho et al. 2020);
+    ``schedule="flow"``: the flow-matching interpolant x_t = (1 - t) x_0 + t eps, rescaled to
+    variance-preserving and logSNR-clipped as the cosine (``schedules.FlowLogSNR``); train it
+    with ``prediction="flow"`` (eps - x_0) and logit-normal times for rectified flow (Esser et al. 2024).
     """
 
     kind: ClassVar[str] = "gaussian"
     schedule: ScheduleName = "cosine"
-    logsnr_min: float = -10.0  # cosine only: lambda(1); sigma_1^2 ~ 1 - 4.5e-5
-    logsnr_max: float = 10.0  # cosine only: lambda(0)
+    logsnr_min: float = -10.0  # cosine and flow: lambda(1); sigma_1^2 ~ 1 - 4.5e-5
+    logsnr_max: float = 10.0  # cosine and flow: lambda(0)
     basis: Basis = field(default_factory=IdentityBasis, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

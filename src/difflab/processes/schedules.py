@@ -27,8 +27,8 @@ import torch
 
 from difflab.errors import ConfigError, check_choice
 
-ScheduleName = Literal["cosine", "linear"]
-SCHEDULES: tuple[str, ...] = ("cosine", "linear")
+ScheduleName = Literal["cosine", "linear", "flow"]
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "flow")
 
 
 class Schedule(Protocol):
@@ -120,11 +120,49 @@ class LinearDDPM:
         return t_inc[j - 1] + w * (t_inc[j] - t_inc[j - 1])
 
 
+@dataclass(frozen=True)
+class FlowLogSNR:
+    """The linear interpolant of flow matching / rectified flow as a VP schedule, logSNR-clipped.
+
+    x_t = (1 - s) x_0 + s eps (Lipman et al. 2023; Liu et al. 2023; Esser et al. 2024) is not
+    variance-preserving, but x_t / sqrt((1 - s)^2 + s^2) is the VP marginal with
+    ``lambda = 2 log((1 - s) / s)``. Time is mapped linearly, s = s_min + t (s_max - s_min) with
+    ``s_min = sigmoid(-logsnr_max / 2)`` and ``s_max = sigmoid(-logsnr_min / 2)``, so lambda(0) =
+    logsnr_max and lambda(1) = logsnr_min, as the clipped cosine. Unclipped, s = t.
+    """
+
+    logsnr_min: float = -10.0
+    logsnr_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.logsnr_min < self.logsnr_max:
+            raise ConfigError(f"logsnr_min={self.logsnr_min} must be below logsnr_max={self.logsnr_max}")
+
+    def _s_range(self) -> tuple[float, float]:
+        return 1.0 / (1.0 + math.exp(0.5 * self.logsnr_max)), 1.0 / (1.0 + math.exp(0.5 * self.logsnr_min))
+
+    def interpolant_time(self, t: torch.Tensor) -> torch.Tensor:
+        """s in [s_min, s_max]: the time of the linear interpolant at process time t (float64)."""
+        s_min, s_max = self._s_range()
+        return s_min + t.double() * (s_max - s_min)
+
+    def logsnr(self, t: torch.Tensor) -> torch.Tensor:
+        s = self.interpolant_time(t)
+        return 2.0 * (torch.log1p(-s) - torch.log(s))
+
+    def t_from_logsnr(self, logsnr: torch.Tensor) -> torch.Tensor:
+        s_min, s_max = self._s_range()
+        return (torch.sigmoid(-0.5 * logsnr.double()) - s_min) / (s_max - s_min)
+
+
 def make_schedule(name: ScheduleName, *, logsnr_min: float = -10.0, logsnr_max: float = 10.0) -> Schedule:
-    """Build a schedule by name: "cosine" (clipped cosine logSNR) or "linear" (DDPM betas)."""
+    """Build a schedule by name: "cosine" (clipped cosine logSNR), "linear" (DDPM betas) or
+    "flow" (the flow-matching interpolant, clipped)."""
     check_choice("schedule", name, SCHEDULES)
     if name == "cosine":
         return CosineLogSNR(logsnr_min=logsnr_min, logsnr_max=logsnr_max)
+    if name == "flow":
+        return FlowLogSNR(logsnr_min=logsnr_min, logsnr_max=logsnr_max)
     return LinearDDPM()
 
 

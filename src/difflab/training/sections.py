@@ -82,7 +82,8 @@ class ObjectiveConfig:
     diffusion, Rombach et al. 2022); "ldae": ``objectives.ldae_loss``, the latent denoising
     autoencoder of Chen et al. (2024): noise in a tokenizer's latent, clean data predicted."""
     prediction: Prediction = "eps"
-    """Network output: "eps" (DDPM, Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022). The
+    """Network output: "eps" (DDPM, Ho et al. 2020), "x0", "v" (Salimans & Ho 2022) or "flow"
+    (eps - x0, the flow-matching velocity; with process.schedule: flow, rectified flow). The
     "ldae" loss always predicts clean data (set "x0")."""
     weighting: ObjectiveWeighting = "uniform"
     """Weight of the per-coefficient error: "uniform" (plain MSE on the prediction, DDPM's
@@ -97,8 +98,8 @@ class ObjectiveConfig:
     gamma: float = 5.0
     """min_snr clamp on the SNR (unitless); 5 is Hang et al.'s recommended value."""
     time_sampling: TimeSampling = "uniform"
-    """How training times t are drawn: i.i.d. "uniform" or low-variance "stratified"
-    (Kingma et al. 2021, App. I.1)."""
+    """How training times t are drawn: i.i.d. "uniform", low-variance "stratified"
+    (Kingma et al. 2021, App. I.1), or "logit_normal" (t = sigmoid(N(0, 1)), Esser et al. 2024)."""
     cond_drop_prob: float = 0.0
     """Probability of replacing a class label by the null label, for classifier-free guidance
     (Ho & Salimans 2022 use 0.1-0.2). 0 = plain conditional (or unconditional) training."""
