@@ -13,7 +13,7 @@ from PIL import Image
 from difflab.cli.main import main
 from difflab.data import load_dataset
 from difflab.errors import ConfigError
-from difflab.evaluation.evaluate import evaluate, sweep
+from difflab.evaluation.evaluate import check_metrics, evaluate, sweep
 from difflab.evaluation.report import markdown_table, write_report
 from difflab.processes import GaussianDiffusion
 from difflab.processes.analytic import GaussianData
@@ -79,9 +79,10 @@ def test_markdown_table_only_has_requested_columns() -> None:
     assert "| ddim | 5 | 5 | 1.5 | p |" in table
 
 
-def test_evaluate_rejects_unknown_metrics(digits_test) -> None:
-    with pytest.raises(ConfigError, match="fid"):
-        evaluate(lambda z, t: z, GaussianDiffusion(), digits_test, metrics=["fid"])
+def test_evaluate_rejects_unknown_metrics_and_knows_fid_as_fd(digits_test) -> None:
+    with pytest.raises(ConfigError, match="fdd"):
+        evaluate(lambda z, t: z, GaussianDiffusion(), digits_test, metrics=["fdd"])
+    assert check_metrics(["fid", "kid", "fd"]) == ("fd", "kid")
 
 
 @pytest.mark.parametrize("argv, message", [

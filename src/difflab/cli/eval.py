@@ -6,7 +6,8 @@
 Writes ``eval.md`` (markdown table), ``eval.json`` (numbers + protocol) and
 ``eval_vs_nfe.png`` (quality against NFE) to ``--out``, and prints the table. Reference
 features come from the dataset the model was trained on (recorded in the model artefact),
-``--split`` (default test), cached in ``--cache-dir``. Digits and MNIST use the shipped
+``--split`` (default test), cached in ``--cache-dir``; or FD is scored against reference
+statistics (``--ref stats.npz``, e.g. from ``difflab features stats`` or pytorch-fid). Digits and MNIST use the shipped
 classifiers; other data needs ``--inception-weights``. Metrics: fd, kid, is, precision and
 recall (Kynkaanniemi et al. 2019, k = 3, in the same feature space) on samples, and nll
 (bits/dim) for families with a likelihood. Only the model artefact is read.
@@ -45,8 +46,10 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a checkpoint: FD/KID/IS vs NFE and NLL (bits/dim)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run folder (its latest)")
-    parser.add_argument("--metrics", default="fd,kid,is",
-                        help="comma list of fd, kid, is, precision, recall, nll (default fd,kid,is)")
+    parser.add_argument("--metrics", help="comma list of fd (or fid), kid, is, precision, recall, nll "
+                        "(default fd,kid,is; with --ref fd,is)")
+    parser.add_argument("--ref", help="reference statistics .npz (mu, sigma: pytorch-fid's layout; written by "
+                        "`difflab features stats`) to score fd against instead of the training data's test split")
     parser.add_argument("--sampler", help="comma list of samplers (default: the model's, i.e. run.sample.sampler)")
     parser.add_argument("--steps", help="comma list of step counts (default: the model's run.sample.steps)")
     parser.add_argument("--grid", help="time grid: auto (the checkpoint's tuned grid where "
@@ -86,10 +89,10 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
     steps: list[int | None] = [None] if args.steps is None else list(positive_ints(args.steps))
     return {
-        "metrics": comma_list(args.metrics), "samplers": samplers, "steps": steps, "grid": args.grid,
+        "metrics": comma_list(args.metrics or ("fd,is" if args.ref else "fd,kid,is")), "samplers": samplers, "steps": steps, "grid": args.grid,
         "num_samples": args.num, "seed": args.seed, "batch_size": args.batch_size, "ema": not args.no_ema,
         "features": args.features, "inception_weights": args.inception_weights, "cache_dir": args.cache_dir,
-        "nll_method": args.nll_method, "nll_examples": args.nll_examples,
+        "nll_method": args.nll_method, "nll_examples": args.nll_examples, "reference_statistics": args.ref,
     }
 
 
@@ -106,13 +109,14 @@ def nll_settings(args: argparse.Namespace, model: Any, metrics: list[str]) -> di
 
 def run(args: argparse.Namespace) -> int:
     options = check_args(args)
+    from difflab.cli.progress import ProgressLine
     from difflab.data import DataConfig
     from difflab.evaluation.evaluate import check_metrics, sweep
     from difflab.evaluation.report import markdown_table, write_report
     from difflab.models import load_model
 
     model = load_model(args.checkpoint, ema=not args.no_ema)
-    check_metrics(options["metrics"], model)  # e.g. nll of a model without one: before anything runs
+    options["metrics"] = list(check_metrics(options["metrics"], model))  # e.g. nll without one: before anything runs
     options.update(nll_settings(args, model, options["metrics"]))
     trained_on = model.artefact["metadata"].get("data")  # type: ignore[index]
     if not isinstance(trained_on, dict):
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                           "against a reference split")
     data = dataclasses.replace(DataConfig(**trained_on), split=args.split).load()
     model = model.to(torch.device(args.device))
-    rows = sweep(model, data, **options)
+    rows = sweep(model, data, progress=ProgressLine("eval"), **options)
     paths = write_report(rows, Path(args.out))
     print(markdown_table(rows), end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "probe": "probe",
     "tune": "tune",
     "convert": "convert",
+    "features": "features",
 }
 
 

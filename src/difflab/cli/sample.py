@@ -93,6 +93,7 @@ def check_device(text: str) -> torch.device:
 
 
 def run(args: argparse.Namespace) -> int:
+    from difflab.cli.progress import ProgressLine
     from difflab.evaluation.figures import save_image_grid, save_samples_npz
     from difflab.models import load_model
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device, key="--precision")
     with autocast(device, precision):
         x = draw_samples(model, args.compile, lambda: model.sample(num, seed=args.seed, cond=cond, device=device,
-                                                                   **options))
+                                                                   progress=ProgressLine("sample"), **options))
     labels = model.conditioning.resolve(num, cond)
     labels = None if labels is None else labels["class_labels"]
     distinct = 0 if labels is None else len(torch.unique(labels))

@@ -15,9 +15,11 @@ from difflab.likelihood.flow import FlowResult, flow_nll
 from difflab.likelihood.nll import METHODS, nll, to_bits_per_dim
 from difflab.evaluation.quality import frechet_distance, inception_score, kernel_distance, reference_features
 from difflab.evaluation.report import markdown_table, write_report
+from difflab.evaluation.statistics import FeatureStatistics
 
 __all__ = [
     "EXTRACTORS",
+    "FeatureStatistics",
     "METHODS",
     "FlowResult",
     "Protocol",

@@ -15,7 +15,7 @@ samplers x steps for a quality-versus-NFE curve. The trainer calls ``evaluate`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from difflab.evaluation.quality import (
     kernel_distance,
     reference_features,
 )
+from difflab.evaluation.statistics import FeatureStatistics
 from difflab.models import (
     DiffusionModel,
     GenerativeModel,
@@ -43,7 +44,10 @@ from difflab.processes import DiagonalGaussianProcess
 
 MetricName = Literal["fd", "kid", "is", "precision", "recall", "nll"]
 METRIC_NAMES: tuple[str, ...] = ("fd", "kid", "is", "precision", "recall", "nll")
+METRIC_ALIASES = {"fid": "fd"}  # the usual name of FD with Inception features
 SAMPLE_METRICS = ("fd", "kid", "is", "precision", "recall")
+FEATURE_METRICS = ("kid", "precision", "recall")  # need the reference features, not just their statistics
+Progress = Callable[[int, int], None]  # (images done, images in all), called after each sampling batch
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds (Kynkaenniemi et al. 2019 use k = 3)
 
 
@@ -71,22 +75,28 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Reference:
-    """Reference images with their cached features and logits."""
+    """Reference images with their cached features and logits, or only the statistics of their
+    features (then ``features`` and ``logits`` are empty, and only FD and IS can be computed)."""
 
     images: torch.Tensor
     features: torch.Tensor
     logits: torch.Tensor
     name: str
     levels: int | None
+    statistics: FeatureStatistics | None = None
 
     def describe(self) -> str:
+        if self.statistics is not None:
+            return f"{self.statistics.source} (reference statistics)"
         return f"{self.name} ({len(self.images)} images)"
 
 
 def check_metrics(metrics: Sequence[str], model: GenerativeModel | None = None) -> tuple[str, ...]:
-    """The metric names, validated; at least one; "nll" only for a ``model`` that has a likelihood."""
+    """The metric names, validated and de-aliased ("fid" is "fd"); at least one; "nll" only for a
+    ``model`` that has a likelihood."""
+    metrics = [METRIC_ALIASES.get(m, m) for m in metrics]
     for m in metrics:
-        check_choice("metric", m, METRIC_NAMES)
+        check_choice("metric", m, [*METRIC_NAMES, *METRIC_ALIASES])
     if not metrics:
         raise ConfigError(f"no metrics requested; choose from {', '.join(METRIC_NAMES)}")
     if "nll" in metrics and model is not None and not model.has_likelihood:
@@ -122,6 +132,25 @@ def make_reference(
     return Reference(data.images, feats, logits, data.name, data.num_levels)
 
 
+def statistics_reference(statistics: str | Path | FeatureStatistics, data: ImageDataset,
+                         extractor: nn.Module) -> Reference:
+    """A ``Reference`` holding only feature statistics (read from an ``.npz`` path), checked before
+    anything is sampled: made by the same extractor (name and weight fingerprint, where the file
+    records them; pytorch-fid's files do not) and of its feature size (on two blank images)."""
+    stats = statistics if isinstance(statistics, FeatureStatistics) else FeatureStatistics.load(statistics)
+    recorded = (stats.extractor, stats.fingerprint)
+    if stats.extractor is not None and recorded != (extractor.name, extractor.fingerprint):
+        raise ConfigError(f"the reference statistics ({stats.source}) were made with extractor '{stats.extractor}' "
+                          f"({stats.fingerprint}), not '{extractor.name}' ({extractor.fingerprint}): pass "
+                          f"--features {stats.extractor} or write them with --features {extractor.name}")
+    dims = extract(extractor, torch.zeros(2, *data.images.shape[1:]))[0].shape[1]
+    if dims != stats.dims:
+        raise ConfigError(f"the reference statistics ({stats.source}) have d={stats.dims} features but extractor "
+                          f"'{extractor.name}' gives {dims}: write them with --features {extractor.name}")
+    empty = torch.empty(0)
+    return Reference(data.images, empty, empty, data.name, data.num_levels, stats)
+
+
 def sample_quality(
     samples: torch.Tensor, reference: Reference, extractor: nn.Module, metrics: Sequence[str], *, seed: int = 0
 ) -> dict[str, float]:
@@ -132,7 +161,8 @@ def sample_quality(
         precision, recall = precision_recall(reference.features, feats, k=PR_NEIGHBOURS)
         out.update({k: v for k, v in (("precision", precision), ("recall", recall)) if k in metrics})
     if "fd" in metrics:
-        out["fd"] = frechet_distance(reference.features, feats)
+        stats = reference.statistics
+        out["fd"] = stats.frechet_distance(feats) if stats is not None else frechet_distance(reference.features, feats)
     if "kid" in metrics:
         out["kid"], out["kid_std"] = kernel_distance(reference.features, feats, seed=seed)
     if "is" in metrics:
@@ -181,6 +211,8 @@ def evaluate(
     nll_method: str | None = None,
     nll_examples: int = 256,
     nll_options: dict[str, Any] | None = None,
+    reference_statistics: str | Path | FeatureStatistics | None = None,
+    progress: Progress | None = None,
     **sample_options: Any,
 ) -> dict[str, Any]:
     """Evaluate a model against ``data`` (its reference split); returns numbers and protocol.
@@ -197,6 +229,10 @@ def evaluate(
             families without a likelihood).
         features: extractor name (default by dataset: digits-cnn, mnist-cnn, else inception)
             or a module (see ``features.resolve_extractor``).
+        reference_statistics: an ``.npz`` of reference feature statistics (pytorch-fid's layout;
+            ``statistics.FeatureStatistics``) to score FD against instead of ``data``'s features;
+            only "fd" and "is" can use them. They must come from the same extractor.
+        progress: called with (images done, images in all) after each sampling batch.
         ema: whether ``model`` holds EMA weights (recorded in the protocol).
         **sample_options: go to ``model.sample`` (sampler, steps, grid, clip_x0, eta, guidance,
             ...; left out or None: the model's defaults). Class-conditional models get labels
@@ -212,6 +248,10 @@ def evaluate(
     if wanted and "nll" in metrics:
         raise ConfigError("evaluate() takes sample metrics or 'nll', not both; use sweep() for a full table")
     reference_name = f"{data.name} ({len(data)} images)"
+    statistics_only = sorted(set(wanted) & set(FEATURE_METRICS)) if reference_statistics is not None else []
+    if statistics_only:
+        raise ConfigError(f"reference statistics hold a mean and a covariance only: they score fd and is, not "
+                          f"{', '.join(statistics_only)}; drop those metrics or the statistics")
     prediction = str(getattr(model, "prediction", "-"))
     if not wanted:
         reference = Reference(data.images, torch.empty(0), torch.empty(0), data.name, data.num_levels)
@@ -223,9 +263,13 @@ def evaluate(
         protocol = Protocol(min(nll_examples, len(data)), seed, "-", 0, ema, method, reference_name, prediction)
     else:
         extractor = resolve_extractor(features, data.name.partition("/")[0], inception_weights=inception_weights)
-        reference = make_reference(data, extractor, cache_dir=cache_dir)
+        if reference_statistics is None:
+            reference = make_reference(data, extractor, cache_dir=cache_dir)
+        else:
+            reference = statistics_reference(reference_statistics, data, extractor)
+            reference_name = reference.describe()
         how = model.sampling_protocol(**sample_options)
-        samples = model.sample(num_samples, seed=seed, batch_size=batch_size, **sample_options)
+        samples = model.sample(num_samples, seed=seed, batch_size=batch_size, progress=progress, **sample_options)
         result = {**sample_quality(samples, reference, extractor, wanted, seed=seed), "nfe": how["nfe"]}
         protocol = Protocol(num_samples, seed, how["sampler"], how["steps"], ema, extractor.name, reference_name,
                             prediction, grid=how["grid"])

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -192,9 +192,11 @@ class GenerativeModel(nn.Module, ABC):
         cond: dict[str, torch.Tensor] | None = None,
         batch_size: int = 250,
         device: torch.device | str | None = None,
+        progress: Callable[[int, int], None] | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        """n images (n, C, H, W) in [-1, 1] on the CPU, drawn in batches of ``batch_size``.
+        """n images (n, C, H, W) in [-1, 1] on the CPU, drawn in batches of ``batch_size``;
+        ``progress(done, n)`` is called before the first batch (done = 0) and after each one.
 
         Sample i gets its own generator seeded by (seed, i) (``PerSampleGenerator``), so it is
         the same whatever the batch size, process count or order. ``cond`` holds n conditions
@@ -211,11 +213,15 @@ class GenerativeModel(nn.Module, ABC):
         device = torch.device(device) if device is not None else model_device(self)
         cond = self.conditioning.resolve(n, cond)
         out = []
+        if progress is not None:
+            progress(0, n)
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
             generator = PerSampleGenerator(seed, range(start, stop), device)
             x = self.draw(generator, slice_cond(cond, start, stop, device), device=device, **options)
             out.append(x.detach().float().cpu())
+            if progress is not None:
+                progress(stop, n)
         return torch.cat(out)
 
     # --- likelihood ----------------------------------------------------------------------------
