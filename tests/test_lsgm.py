@@ -45,7 +45,8 @@ def closed_form_cross_entropy(sq_norm: float, d: int, logsnr_min: float, logsnr_
     return float(diffusion + 0.5 * torch.exp(lo) * sq_norm + d / 2 * (1 + math.log(2 * math.pi) - hi))
 
 
-def discretized_logistic_nats(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, levels: int) -> torch.Tensor:
+def discretized_logistic_nats(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                              levels: int) -> torch.Tensor:
     """-log P(x) per example of independent discretized logistics, the edge bins open (written out)."""
     half, s = 1.0 / (levels - 1), torch.exp(log_scale)
     cdf_hi = torch.where(x > 1 - half, torch.ones_like(x), torch.sigmoid((x + half - mean) / s))

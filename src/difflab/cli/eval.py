@@ -7,8 +7,8 @@ Writes ``eval.md`` (markdown table), ``eval.json`` (numbers + protocol) and
 ``eval_vs_nfe.png`` (quality against NFE) to ``--out``, and prints the table. Reference
 features come from the dataset the model was trained on (recorded in the model artefact),
 ``--split`` (default test), cached in ``--cache-dir``; or FD is scored against reference
-statistics (``--ref stats.npz``, e.g. from ``difflab features stats`` or pytorch-fid). Digits and MNIST use the shipped
-classifiers; other data needs ``--inception-weights``. Metrics: fd, kid, is, precision and
+statistics (``--ref stats.npz``, e.g. from ``difflab features stats`` or pytorch-fid). Digits
+and MNIST use the shipped classifiers; other data needs ``--inception-weights``. Metrics: fd, kid, is, precision and
 recall (Kynkaanniemi et al. 2019, k = 3, in the same feature space) on samples, and nll
 (bits/dim) for families with a likelihood. Only the model artefact is read.
 """
@@ -89,7 +89,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--sampler needs at least one sampler name, e.g. ddim,ancestral")
     steps: list[int | None] = [None] if args.steps is None else list(positive_ints(args.steps))
     return {
-        "metrics": comma_list(args.metrics or ("fd,is" if args.ref else "fd,kid,is")), "samplers": samplers, "steps": steps, "grid": args.grid,
+        "metrics": comma_list(args.metrics or ("fd,is" if args.ref else "fd,kid,is")), "samplers": samplers,
+        "steps": steps, "grid": args.grid,
         "num_samples": args.num, "seed": args.seed, "batch_size": args.batch_size, "ema": not args.no_ema,
         "features": args.features, "inception_weights": args.inception_weights, "cache_dir": args.cache_dir,
         "nll_method": args.nll_method, "nll_examples": args.nll_examples, "reference_statistics": args.ref,

@@ -96,7 +96,7 @@ class LSGMModel(DiffusionModel):
 
     Args:
         network: the VAE, the prior MLP and the mixing logits.
-        process: the diffusion on the latent (a ``gaussian`` process: identity basis).
+        process: the diffusion on the latent (a variance-preserving ``gaussian`` process).
         image_shape: (C, H, W).
         levels: as ``LSGMOptions``.
         sample_defaults: ``sampler``, ``steps`` (of the latent diffusion) ... as ``DiffusionModel``.
