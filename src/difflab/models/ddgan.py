@@ -100,14 +100,18 @@ class DDGANModel(OptionsModel):
         noise = standard_normal(mean.shape, generator, device=mean.device, dtype=mean.dtype)
         return self.process.from_basis(mean + var.sqrt() * noise)
 
-    def real_pair(self, x0: torch.Tensor, generator: Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_s, x_t, s, t): k ~ U{1..T} per example, t = k / T, s = (k - 1) / T (float64, (B,)),
-        x_t ~ q(x_t | x0), x_s ~ q(x_s | x_t, x0): the pair DDGAN's D sees as real."""
+    def noisy_draw(self, x0: torch.Tensor, generator: Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_t, s, t): k ~ U{1..T} per example, t = k / T, s = (k - 1) / T (float64, (B,)), and
+        x_t ~ q(x_t | x0): where a step starts."""
         k = torch.randint(1, self.steps + 1, (len(x0),), generator=generator, device=x0.device)
         t, s = k.double() / self.steps, (k - 1).double() / self.steps
         eps = standard_normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.process.diffuse(x0, t, eps)
+        return self.process.diffuse(x0, t, eps), s, t
+
+    def real_pair(self, x0: torch.Tensor, generator: Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_s, x_t, s, t): ``noisy_draw``, then x_s ~ q(x_s | x_t, x0): the pair DDGAN's D sees as real."""
+        x_t, s, t = self.noisy_draw(x0, generator)
         return self.posterior_draw(x_t, x0, t, s, generator), x_t, s, t
 
     def fake_step(self, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor, generator: Generator) -> torch.Tensor:
@@ -123,9 +127,11 @@ class DDGANModel(OptionsModel):
         """The losses of ``phase`` ("discriminator" or "generator"); both for None (a dry run)."""
         if phase is not None:
             check_choice("training phase", phase, self.training_phases)
-        x_s, x_t, s, t = self.real_pair(batch[0], generator)
+        x0 = batch[0]
+        x_t, s, t = self.noisy_draw(x0, generator)  # G's phase needs no real x_s
         terms: dict[str, torch.Tensor] = {}
         if phase in (None, "discriminator"):
+            x_s = self.posterior_draw(x_t, x0, t, s, generator)
             with torch.no_grad():
                 fake = self.fake_step(x_t, s, t, generator)
             terms.update(discriminator_terms(self.critic(x_t, t), x_s, fake, self.r1_gamma))
