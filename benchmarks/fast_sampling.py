@@ -63,6 +63,7 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "ddgan-2": ("mnist-ddgan", [*DDGAN, "model.steps=2"]), "ddgan-4": ("mnist-ddgan", [*DDGAN, "model.steps=4"]),
     "lsgm": ("mnist-lsgm", []),  # as shipped: the VAE's batch of 128
 }
+LSGM_ROW = "LSGM (default solver on the latent)"
 Options = Callable[[int], dict[str, Any] | None]  # NFE budget -> sample options, None where the row has no cell
 ROWS: list[tuple[str, str, Options]] = [  # (model, label, options)
     ("diffusion", "DDPM ancestral", lambda n: {"sampler": "ancestral", "steps": n}),
@@ -72,10 +73,10 @@ ROWS: list[tuple[str, str, Options]] = [  # (model, label, options)
     ("cld", "CLD probability-flow ODE (Heun)", lambda n: {"sampler": "ode", "steps": (n + 1) // 2} if n >= 3 else None),
     ("ddgan-2", "DDGAN T = 2", lambda n: {} if n == 2 else None),
     ("ddgan-4", "DDGAN T = 4", lambda n: {} if n == 4 else None),
-    ("lsgm", "LSGM (default solver on the latent)", lambda n: {"sampler": "auto", "steps": n}),
+    ("lsgm", LSGM_ROW, lambda n: {"sampler": "auto", "steps": n}),
 ]
 GRID_SAMPLES = {("CLD SSCS", 20), ("DDGAN T = 2", 2), ("DDGAN T = 4", 4),  # (row, NFE) whose samples are saved
-                *(("LSGM (default solver on the latent)", n) for n in NFES)}
+                *((LSGM_ROW, n) for n in NFES)}
 
 
 def train(name: str, budget: str, out: Path) -> dict[str, Any]:

@@ -163,6 +163,9 @@ class DiffusionModel(GenerativeModel):
     def sample_options(self) -> tuple[str, ...]:
         return ("sampler", "steps", "grid", "guidance", "clip_x0", "eta", "sampler_options")
 
+    state_is_image: ClassVar[bool] = True
+    """Whether the process runs on images in [-1, 1]; a latent's states are never clipped (``clip_x0``)."""
+
     def _resolved(self, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` with the model's defaults filled in and checked."""
         o = {**self.sample_defaults, "grid": "auto", "guidance": None, "sampler_options": {},
@@ -174,7 +177,7 @@ class DiffusionModel(GenerativeModel):
             o["grid"] = self.tuned_grids
         if o["guidance"] is not None and not self.conditioning.is_conditional:
             raise ConfigError("guidance needs a class-conditional model (network.num_classes set)")
-        if o["clip_x0"] is not None and o["clip_x0"] <= 0:
+        if not self.state_is_image or o["clip_x0"] is not None and o["clip_x0"] <= 0:
             o["clip_x0"] = None
         return o
 

@@ -92,6 +92,7 @@ class LatentDiffusionModel(DiffusionModel):
     family: ClassVar[str] = "latent"
     fitted_description: ClassVar[str] = "the fitted tokenizer (patch-PCA or trained autoencoder)"
     has_likelihood: ClassVar[bool] = False
+    state_is_image: ClassVar[bool] = False  # latents are not images in [-1, 1]: never clipped
 
     def __init__(self, network: Any, process: DiagonalGaussianProcess, image_shape: tuple[int, ...],
                  tokenizer: Tokenizer, *, loss: str = "diffusion", space: str = "image",
@@ -138,10 +139,6 @@ class LatentDiffusionModel(DiffusionModel):
 
     def to_image(self, z: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode(z)
-
-    def _resolved(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The diffusion sampling options, without clipping: latents are not images in [-1, 1]."""
-        return {**super()._resolved(options), "clip_x0": None}
 
     def network_input(self, x0: torch.Tensor, t: torch.Tensor, *, clean: bool = False,
                       generator: torch.Generator | None = None) -> torch.Tensor:

@@ -105,6 +105,7 @@ class LSGMModel(DiffusionModel):
     family: ClassVar[str] = "lsgm"
     options_class: ClassVar[type | None] = LSGMOptions
     nll_methods: ClassVar[tuple[str, ...]] = ("elbo",)
+    state_is_image: ClassVar[bool] = False  # the latent is never clipped
 
     def __init__(self, network: LSGMNetwork, process: DiagonalGaussianProcess, image_shape: tuple[int, ...], *,
                  levels: int = 256, sample_defaults: dict[str, Any] | None = None) -> None:
@@ -141,10 +142,6 @@ class LSGMModel(DiffusionModel):
                       generator: torch.Generator | None = None) -> torch.Tensor:
         raise ConfigError("an lsgm model's network sees latents, not images: it has no image-space denoiser "
                           "to probe; probe a diffusion or latent model")
-
-    def _resolved(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The diffusion sampling options, without clipping: latents are not images in [-1, 1]."""
-        return {**super()._resolved(options), "clip_x0": None}
 
     def dry_run(self, where: str) -> None:
         GenerativeModel.dry_run(self, where)  # the whole bound, encoder to prior

@@ -76,8 +76,8 @@ def build_network(kind: NetworkKind, *, seed: int | None = None, **fields: Any) 
 
 
 def config_kind(config: NetworkConfig) -> NetworkKind:
-    """The ``kind`` string of a network config."""
-    return next(k for k, (cls, _) in NETWORK_CLASSES.items() if isinstance(config, cls))  # type: ignore[return-value]
+    """The ``kind`` string of a network config (its exact class: ``LSGMConfig`` extends ``ConvVAEConfig``)."""
+    return next(k for k, (cls, _) in NETWORK_CLASSES.items() if type(config) is cls)  # type: ignore[return-value]
 
 
 def config_to_dict(config: NetworkConfig) -> dict[str, Any]:

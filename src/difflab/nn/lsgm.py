@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -23,22 +23,11 @@ from difflab.nn.vae import ConvVAE, ConvVAEConfig
 
 
 @dataclass
-class LSGMConfig:
-    """Hyper-parameters of ``LSGMNetwork``; defaults suit 28x28 MNIST on a CPU (~1.3M parameters:
-    the VAE 0.43M, the prior MLP 0.91M)."""
+class LSGMConfig(ConvVAEConfig):
+    """Hyper-parameters of ``LSGMNetwork``: the VAE's (``ConvVAEConfig``; the diffusion runs on its
+    ``latent_dim``-d latent) and the prior's below. Defaults suit 28x28 MNIST on a CPU (~1.3M
+    parameters: the VAE 0.43M, the prior MLP 0.91M)."""
 
-    in_channels: int = 1
-    """Image channels C."""
-    resolution: int = 28
-    """Image side H = W in pixels; a multiple of 2^len(channel_mult)."""
-    base_channels: int = 32
-    """The VAE's channels at full resolution (``ConvVAEConfig``)."""
-    channel_mult: tuple[int, ...] = (1, 2)
-    """The VAE's channel multiplier per stride-2 level (28 -> 14 -> 7)."""
-    latent_dim: int = 32
-    """Dimensions of z_0, where the diffusion runs; as the VAE family's default."""
-    min_log_scale: float = -7.0
-    """Floor of the decoder's log-scale (PixelCNN++ uses -7)."""
     prior_hidden: int = 256
     """Width of the prior MLP; the latent is 32 numbers, so a few residual blocks suffice."""
     prior_blocks: int = 3
@@ -50,16 +39,15 @@ class LSGMConfig:
     standard normal prior (LSGM's code uses -3 on small images and -6 after a VAE warm-up)."""
 
     def __post_init__(self) -> None:
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        super().__post_init__()  # the VAE's fields
         if min(self.prior_hidden, self.prior_blocks, self.prior_time_embed_dim) < 1:
             raise ConfigError(f"LSGM needs positive prior sizes; got prior_hidden={self.prior_hidden}, "
                               f"prior_blocks={self.prior_blocks}, prior_time_embed_dim={self.prior_time_embed_dim}")
-        self.vae_config()  # validates the VAE's fields
         self.prior_config()
 
     def vae_config(self) -> ConvVAEConfig:
-        return ConvVAEConfig(self.in_channels, self.resolution, self.base_channels, self.channel_mult,
-                             self.latent_dim, self.min_log_scale)
+        """The VAE's fields alone."""
+        return ConvVAEConfig(**{f.name: getattr(self, f.name) for f in fields(ConvVAEConfig)})
 
     def prior_config(self) -> MLPConfig:
         return MLPConfig(in_features=self.latent_dim, hidden_features=self.prior_hidden,
